@@ -1,0 +1,163 @@
+"""JWT authentication and channel authorization.
+
+`TokenVerifier` turns a token into a `Principal` or raises `ProtocolError`
+with `auth_failed` or `token_expired`. Exactly one algorithm is accepted, the
+one configured, so `alg: none` and algorithm-confusion tokens are refused.
+`exp` and `sub` are required; `channels` and `publish` are lists of glob
+patterns (`agent:*`, `conversation:42`). `may_subscribe` and `may_publish`
+apply the rules of docs/protocol.md: `system` is readable by every
+authenticated user and `user:<sub>` only by its owner, whatever the patterns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from neurelay.config import AuthSettings
+from neurelay.errors import ConfigError, ProtocolError
+from neurelay.protocol.channels import SYSTEM, Channel
+from neurelay.protocol.codes import ErrorCode
+
+USER_NAMESPACE = "user"
+MAX_PATTERNS = 1000
+MAX_CLAIM_STRING = 256
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a connection acts for, and until when."""
+
+    user: str
+    subscribe: tuple[str, ...]
+    publish: tuple[str, ...]
+    expires_at: float
+
+    @property
+    def expires_at_ms(self) -> int:
+        return int(self.expires_at * 1000)
+
+
+def may_subscribe(principal: Principal, channel: Channel) -> bool:
+    if channel.namespace == SYSTEM:
+        return True
+    if channel.namespace == USER_NAMESPACE:
+        return channel.id == principal.user
+    return any(fnmatchcase(channel.name, pattern) for pattern in principal.subscribe)
+
+
+def may_publish(principal: Principal, channel: Channel) -> bool:
+    return any(fnmatchcase(channel.name, pattern) for pattern in principal.publish)
+
+
+class TokenVerifier:
+    """Verifies tokens against the configured key; build a new one when the settings change."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self._settings = settings
+        self._key = _load_key(settings)
+
+    def verify(self, token: str) -> Principal:
+        settings = self._settings
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[settings.algorithm],
+                issuer=settings.issuer,
+                audience=settings.audience,
+                leeway=settings.leeway_seconds,
+                options={"require": ["exp", "sub"], "verify_aud": settings.audience is not None},
+            )
+        except jwt.ExpiredSignatureError as e:
+            raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "token has expired") from e
+        except jwt.InvalidTokenError as e:
+            raise ProtocolError(ErrorCode.AUTH_FAILED, f"invalid token: {e}") from e
+        return Principal(
+            user=_claim_string(claims.get("sub"), "sub"),
+            subscribe=_claim_patterns(claims.get("channels"), "channels"),
+            publish=_claim_patterns(claims.get("publish"), "publish"),
+            expires_at=float(claims["exp"]),
+        )
+
+
+def _load_key(settings: AuthSettings) -> str:
+    if settings.algorithm.startswith("HS"):
+        if settings.secret is not None:
+            key = settings.secret.get_secret_value()
+        elif settings.secret_file is not None:
+            key = _read(settings.secret_file).strip()
+        else:
+            raise ConfigError(
+                f"auth.secret or auth.secret_file is required for {settings.algorithm}"
+            )
+    elif settings.public_key is not None:
+        key = settings.public_key
+    elif settings.public_key_file is not None:
+        key = _read(settings.public_key_file)
+    else:
+        raise ConfigError(
+            f"auth.public_key or auth.public_key_file is required for {settings.algorithm}"
+        )
+    if not key:
+        raise ConfigError("the authentication key is empty")
+    return key
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read key file {path}: {e}") from e
+
+
+def _claim_string(value: object, name: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CLAIM_STRING:
+        raise ProtocolError(
+            ErrorCode.AUTH_FAILED, f"claim '{name}' must be a string of 1 to {MAX_CLAIM_STRING}"
+        )
+    return value
+
+
+def _claim_patterns(value: object, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_PATTERNS:
+        raise ProtocolError(
+            ErrorCode.AUTH_FAILED, f"claim '{name}' must be a list of at most {MAX_PATTERNS}"
+        )
+    return tuple(_claim_string(item, name) for item in value)
+
+
+def mint_token(
+    secret: str,
+    user: str,
+    *,
+    channels: Sequence[str] = (),
+    publish: Sequence[str] = (),
+    ttl_seconds: float = 3600.0,
+    algorithm: str = "HS256",
+    issuer: str | None = None,
+    audience: str | None = None,
+    now: float | None = None,
+) -> str:
+    """Sign a token for `user` (HS* secret or RS*/ES* private key in PEM)."""
+    issued = time.time() if now is None else now
+    claims: dict[str, Any] = {
+        "sub": user,
+        "iat": int(issued),
+        "exp": int(issued + ttl_seconds),
+        "channels": list(channels),
+        "publish": list(publish),
+    }
+    if issuer is not None:
+        claims["iss"] = issuer
+    if audience is not None:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm=algorithm)

@@ -1,0 +1,352 @@
+"""Client: one WebSocket to a gateway, kept alive across disconnects.
+
+After a disconnect the client reconnects with exponential back-off and
+jitter, authenticates again, re-subscribes every channel with `since` set to
+the last `seq` it delivered, and re-sends publishes that were not yet
+acknowledged with the same `id` (the gateway de-duplicates them), so a
+caller sees every message once, in order, and every `publish` that returned
+was stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from neurelay.errors import ConnectionLost, ServerError
+from neurelay.protocol.codecs import CODECS, JSON_SUBPROTOCOL, Codec
+
+TokenSource = str | Callable[[], str | Awaitable[str]]
+# Close codes after which reconnecting cannot help without the caller doing something.
+_FINAL_ERRORS = frozenset({"auth_failed"})
+log = logging.getLogger("neurelay.client")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    channel: str
+    payload: Any
+    seq: int
+    id: str | int | None
+    timestamp: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Published:
+    channel: str
+    seq: int
+    duplicate: bool
+
+
+class Subscription:
+    """Messages of one channel, in order, each once; iterate with `async for`."""
+
+    def __init__(self, channel: str, since: int | None, last: int | None) -> None:
+        self.channel = channel
+        self.last_seq = since or 0
+        self.recovered = True
+        self._initial_last = last
+        self._resumed = since is not None
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
+
+    def _request(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "subscribe", "channel": self.channel}
+        if self._resumed:
+            frame["since"] = self.last_seq
+        elif self._initial_last:
+            frame["last"] = self._initial_last
+        return frame
+
+    def _offer(self, message: Message) -> None:
+        if message.seq:
+            if message.seq <= self.last_seq:
+                return
+            self.last_seq = message.seq
+            self._resumed = True
+        self._queue.put_nowait(message)
+
+    def _end(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def get(self, timeout: float | None = None) -> Message:
+        item = await asyncio.wait_for(self._queue.get(), timeout)
+        if item is None:
+            self._queue.put_nowait(None)
+            raise ConnectionLost("subscription ended")
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.get()
+        except ConnectionLost:
+            raise StopAsyncIteration from None
+
+
+class Client:
+    def __init__(
+        self,
+        url: str,
+        token: TokenSource,
+        *,
+        subprotocol: str = JSON_SUBPROTOCOL,
+        reconnect: bool = True,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 10.0,
+        request_timeout: float = 30.0,
+    ) -> None:
+        self.url = url
+        self._token = token
+        self._codec: Codec = CODECS[subprotocol]
+        self._reconnect = reconnect
+        self._backoff = (backoff_initial, backoff_max)
+        self._request_timeout = request_timeout
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._connected = asyncio.Event()
+        self._subscriptions: dict[str, Subscription] = {}
+        self._pending: dict[str | int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+        self._fatal: BaseException | None = None
+        self.reconnects = 0
+        self.user: str | None = None
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the first connection; raises if it cannot be made and authenticated."""
+        self._http = aiohttp.ClientSession()
+        try:
+            await self._open()
+        except BaseException:
+            await self._http.close()
+            raise
+        self._runner = asyncio.create_task(self._run(), name="neurelay-client")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for subscription in self._subscriptions.values():
+            subscription._end()
+        self._fail_pending(ConnectionLost("client closed"))
+        if self._http is not None:
+            await self._http.close()
+
+    async def _open(self) -> None:
+        assert self._http is not None
+        ws = await self._http.ws_connect(
+            self.url, protocols=(self._codec.subprotocol,), heartbeat=30.0, max_msg_size=0
+        )
+        self._ws = ws
+        reply = await self._exchange_direct(
+            {"type": "authenticate", "token": await self._token_value()}
+        )
+        self.user = reply.get("user")
+        for subscription in self._subscriptions.values():
+            await self._exchange_direct(subscription._request(), subscription=subscription)
+        self._connected.set()
+
+    async def _token_value(self) -> str:
+        if isinstance(self._token, str):
+            return self._token
+        value = self._token()
+        return value if isinstance(value, str) else await value
+
+    async def _exchange_direct(
+        self, frame: dict[str, Any], subscription: Subscription | None = None
+    ) -> dict[str, Any]:
+        """Request/reply before the reader task runs (during connect): read until the reply."""
+        assert self._ws is not None
+        frame_id = f"c{next(self._ids)}"
+        await self._send({**frame, "id": frame_id})
+        while True:
+            msg = await asyncio.wait_for(self._ws.receive(), self._request_timeout)
+            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                raise ConnectionLost(
+                    f"connection closed during set-up: {msg.extra}", self._ws.close_code
+                )
+            incoming = self._codec.decode(msg.data)
+            if incoming.get("id") == frame_id:
+                if incoming.get("type") == "error":
+                    raise ServerError(
+                        incoming["code"], incoming["message"], incoming.get("channel")
+                    )
+                if subscription is not None:
+                    subscription.recovered = bool(incoming.get("recovered", True))
+                return dict(incoming)
+            self._dispatch(incoming)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closed:
+            assert self._ws is not None
+            async for msg in self._ws:
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    self._dispatch(self._codec.decode(msg.data))
+            self._connected.clear()
+            code = self._ws.close_code
+            log.info("disconnected (close code %s)", code)
+            if self._closed or not self._reconnect:
+                break
+            self._retry_pending()
+            while not self._closed:
+                low, high = self._backoff
+                await asyncio.sleep(min(high, low * 2**attempt) * random.uniform(0.5, 1.0))
+                attempt += 1
+                try:
+                    await self._open()
+                except ServerError as e:
+                    if e.code in _FINAL_ERRORS:
+                        self._fatal = e
+                        self._closed = True
+                        break
+                except (TimeoutError, aiohttp.ClientError, OSError, ConnectionLost) as e:
+                    log.info("reconnect failed: %s", e)
+                else:
+                    attempt = 0
+                    self.reconnects += 1
+                    break
+        for subscription in self._subscriptions.values():
+            subscription._end()
+        self._fail_pending(self._fatal or ConnectionLost("connection closed"))
+
+    def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            subscription = self._subscriptions.get(frame.get("channel", ""))
+            if subscription is not None:
+                subscription._offer(
+                    Message(
+                        frame["channel"],
+                        frame.get("payload"),
+                        frame.get("seq", 0),
+                        frame.get("id"),
+                        frame.get("timestamp", 0),
+                    )
+                )
+            return
+        if kind == "error" and frame.get("code") == "token_expired" and frame.get("id") is None:
+            asyncio.get_running_loop().create_task(self._reauthenticate())
+        future = self._pending.pop(frame.get("id", ""), None) if "id" in frame else None
+        if future is not None and not future.done():
+            future.set_result(frame)
+        elif kind == "error":
+            log.warning("gateway error: %s: %s", frame.get("code"), frame.get("message"))
+
+    async def _reauthenticate(self) -> None:
+        with contextlib.suppress(ServerError, ConnectionLost, asyncio.TimeoutError):
+            await self._request({"type": "authenticate", "token": await self._token_value()})
+
+    def _retry_pending(self) -> None:
+        # Unanswered requests are re-sent by their callers after the reconnect.
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(_Retry())
+        self._pending.clear()
+
+    def _fail_pending(self, error: BaseException) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        assert self._ws is not None
+        data = self._codec.encode(frame)
+        if self._codec.binary:
+            await self._ws.send_bytes(data)
+        else:
+            await self._ws.send_str(data.decode())
+
+    async def _request(self, frame: dict[str, Any], *, retry: bool = False) -> dict[str, Any]:
+        frame_id = frame.setdefault("id", f"c{next(self._ids)}")
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._closed:
+                raise ConnectionLost("client closed")
+            await asyncio.wait_for(self._connected.wait(), self._request_timeout)
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._pending[frame_id] = future
+            try:
+                await self._send(frame)
+                reply = await asyncio.wait_for(future, self._request_timeout)
+            except (_Retry, ConnectionResetError, aiohttp.ClientError):
+                if retry:
+                    continue
+                raise ConnectionLost("connection lost before the reply") from None
+            finally:
+                self._pending.pop(frame_id, None)
+            if reply.get("type") == "error":
+                raise ServerError(reply["code"], reply["message"], reply.get("channel"))
+            return reply
+
+    # -- API ---------------------------------------------------------------------------------
+
+    async def subscribe(
+        self, channel: str, *, since: int | None = None, last: int | None = None
+    ) -> Subscription:
+        subscription = Subscription(channel, since, last)
+        self._subscriptions[channel] = subscription
+        try:
+            reply = await self._request(subscription._request(), retry=True)
+        except BaseException:
+            self._subscriptions.pop(channel, None)
+            raise
+        subscription.recovered = bool(reply.get("recovered", True))
+        return subscription
+
+    async def unsubscribe(self, channel: str) -> None:
+        subscription = self._subscriptions.pop(channel, None)
+        if subscription is not None:
+            subscription._end()
+            await self._request({"type": "unsubscribe", "channel": channel}, retry=True)
+
+    async def publish(self, channel: str, payload: Any, *, id: str | None = None) -> Published:
+        """Publish and wait for the acknowledgement; retried across reconnects with one id."""
+        frame = {
+            "type": "publish",
+            "channel": channel,
+            "payload": payload,
+            "id": id or uuid.uuid4().hex,
+        }
+        reply = await self._request(frame, retry=True)
+        return Published(reply["channel"], reply.get("seq", 0), bool(reply.get("duplicate")))
+
+    async def ping(self) -> None:
+        await self._request({"type": "ping"})
+
+
+class _Retry(Exception):
+    """Internal: the connection dropped before a reply; send again after reconnecting."""

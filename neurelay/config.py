@@ -1,0 +1,260 @@
+"""GatewayConfig: the one configuration model the gateway reads and the operator writes.
+
+Grouped into small per-topic models whose field descriptions state unit,
+default and reason; the operator embeds the same model in its ConfigMap, and
+docs/configuration.md is checked against it. `load_config` reads a YAML or
+JSON file and overlays environment variables named
+`NEURELAY__<SECTION>__<FIELD>` (lists and objects written as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from neurelay.errors import ConfigError
+from neurelay.protocol.channels import SYSTEM, is_valid_namespace, is_valid_prefix
+
+ENV_PREFIX = "NEURELAY__"
+MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = Field("0.0.0.0", description="Address the HTTP and WebSocket listener binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the listener (0 = any free).")
+
+
+class NatsSettings(_Section):
+    servers: list[str] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"],
+        min_length=1,
+        description="NATS server URLs; the client fails over between them.",
+    )
+    credentials_file: str | None = Field(None, description="NATS .creds file, if NATS needs one.")
+    subject_prefix: str = Field(
+        "neurelay",
+        description="First subject token of every subject and stream of this gateway, so "
+        "gateways sharing one NATS stay isolated. Letters, digits, '-' and '_'.",
+    )
+    manage_streams: bool = Field(
+        True,
+        description="Create and update the namespaces' JetStream streams at start-up and "
+        "reload. Off when the operator owns the streams.",
+    )
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Per-attempt timeout.")
+    request_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="JetStream publish and history requests give up after this."
+    )
+
+    @pydantic.field_validator("subject_prefix")
+    @classmethod
+    def _prefix_is_a_subject_token(cls, value: str) -> str:
+        if not is_valid_prefix(value):
+            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
+        return value
+
+
+Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"]
+
+
+class AuthSettings(_Section):
+    algorithm: Algorithm = Field(
+        "HS256",
+        description="The one JWT algorithm accepted. HS* needs `secret`, RS*/ES* `public_key`; "
+        "tokens signed otherwise (including alg=none) are refused.",
+    )
+    secret: pydantic.SecretStr | None = Field(None, description="HMAC secret for HS* tokens.")
+    secret_file: str | None = Field(None, description="File holding the HMAC secret.")
+    public_key: str | None = Field(None, description="PEM public key for RS*/ES* tokens.")
+    public_key_file: str | None = Field(None, description="File holding the PEM public key.")
+    issuer: str | None = Field(None, description="Required `iss` claim, when set.")
+    audience: str | None = Field(None, description="Required `aud` claim, when set.")
+    leeway_seconds: float = Field(
+        0.0, ge=0, le=300, description="Clock skew tolerated on `exp` and `nbf`."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _key_matches_algorithm(self) -> AuthSettings:
+        hmac = self.algorithm.startswith("HS")
+        has_secret = self.secret is not None or self.secret_file is not None
+        has_key = self.public_key is not None or self.public_key_file is not None
+        if hmac and has_key:
+            raise ValueError(f"{self.algorithm} uses a secret; remove public_key")
+        if not hmac and has_secret:
+            raise ValueError(f"{self.algorithm} uses a public key; remove secret")
+        return self
+
+
+class LimitSettings(_Section):
+    connections_per_user: int = Field(
+        5, ge=1, le=10_000, description="Open connections one user may hold across all replicas."
+    )
+    subscriptions_per_connection: int = Field(
+        50, ge=1, le=100_000, description="Channels one connection may follow."
+    )
+    max_message_bytes: int = Field(
+        MiB,
+        ge=256,
+        le=64 * MiB,
+        description="Largest client frame, in bytes, checked before parsing.",
+    )
+    messages_per_second: float = Field(
+        100.0, gt=0, le=1_000_000, description="Sustained client frames per second per connection."
+    )
+    burst: int | None = Field(
+        None, ge=1, description="Frames a connection may send at once; default one second's worth."
+    )
+    send_queue_frames: int = Field(
+        4096,
+        ge=16,
+        le=1_000_000,
+        description="Frames queued for a client that reads slowly before it is disconnected.",
+    )
+    send_queue_bytes: int = Field(
+        16 * MiB,
+        ge=64 * 1024,
+        le=1024 * MiB,
+        description="Bytes queued for a slow client before it is disconnected.",
+    )
+    auth_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Time to authenticate after connecting, or to re-authenticate after expiry.",
+    )
+    heartbeat_seconds: float = Field(
+        30.0, gt=0, le=600, description="WebSocket ping interval; no pong within half of it closes."
+    )
+    connection_lease_seconds: float = Field(
+        30.0,
+        ge=3,
+        le=3600,
+        description="Lifetime of a connection's entry in the cross-replica connection count; "
+        "renewed at a third of it, so a crashed replica's entries vanish after it.",
+    )
+
+
+class NamespaceSettings(_Section):
+    history_messages: int = Field(
+        100,
+        ge=0,
+        le=1_000_000,
+        description="Messages kept per channel for resume; 0 = no history, core NATS only.",
+    )
+    history_max_age_seconds: float = Field(
+        86_400.0, ge=0, description="Oldest retained message age; 0 = no age limit."
+    )
+    storage: Literal["file", "memory"] = Field("file", description="JetStream storage kind.")
+    replicas: Literal[1, 3, 5] = Field(1, description="JetStream stream replicas.")
+    max_message_bytes: int | None = Field(
+        None, ge=256, description="Smaller frame limit for this namespace, when set."
+    )
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.history_messages > 0
+
+
+def _default_namespaces() -> dict[str, NamespaceSettings]:
+    return {
+        "agent": NamespaceSettings(history_messages=100),
+        "user": NamespaceSettings(history_messages=100),
+        "conversation": NamespaceSettings(history_messages=1000),
+        "metrics": NamespaceSettings(history_messages=0),
+        SYSTEM: NamespaceSettings(history_messages=100),
+    }
+
+
+class DrainSettings(_Section):
+    period_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, connections are closed with 1012 spread over this period.",
+    )
+
+
+class GatewayConfig(_Section):
+    """Everything one gateway process needs; shared by the gateway and the operator."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    namespaces: dict[str, NamespaceSettings] = Field(
+        default_factory=_default_namespaces,
+        description="Channel namespaces this gateway serves, with their history.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to connect (glob patterns, '*' for any). Requests "
+        "without Origin and same-origin requests are always allowed.",
+    )
+    drain: DrainSettings = Field(default_factory=DrainSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    reload_interval_seconds: float = Field(
+        2.0, gt=0, le=300, description="How often the configuration file is checked for changes."
+    )
+
+    @pydantic.field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, value: dict[str, NamespaceSettings]) -> dict[str, NamespaceSettings]:
+        for name in value:
+            if name != SYSTEM and not is_valid_namespace(name):
+                raise ValueError(f"namespace {name!r} must match [a-z][a-z0-9-]{{0,31}}")
+        return value
+
+
+# Sections whose change takes effect only after a restart; the rest apply live.
+RESTART_SECTIONS = frozenset({"server", "nats"})
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read `path` (YAML or JSON; None for defaults), overlay env variables, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read configuration {path}: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"configuration {path} must be a mapping at the top level")
+        data = loaded or {}
+    _overlay_environment(data, os.environ if environ is None else environ)
+    try:
+        return GatewayConfig.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise ConfigError(f"invalid configuration: {e}") from e
+
+
+def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not path:
+            continue
+        value: Any = raw
+        if raw.lstrip()[:1] in ("[", "{"):
+            try:
+                value = json.loads(raw)
+            except ValueError as e:
+                raise ConfigError(f"{name} is not valid JSON: {e}") from e
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name} sets a field inside {part!r}, which is not a section")
+            node = child
+        node[path[-1]] = value

@@ -1,0 +1,80 @@
+"""The exception tree of Neurelay: every error the package raises on purpose.
+
+One root, so callers can catch everything of ours and nothing else::
+
+    NeurelayError
+    ├── ProtocolError        a frame or request the protocol refuses; carries an ErrorCode
+    ├── ConfigError          a configuration file or variable that does not validate
+    ├── BusError             NATS or JetStream failed underneath us
+    │   └── BusUnavailable   NATS is not connected; the operation may be retried later
+    └── ClientError          raised by `neurelay.client`
+        ├── ServerError      the gateway answered with an `error` frame; carries its code
+        └── ConnectionLost   the WebSocket closed and the client was told not to reconnect
+
+Third-party exceptions are mapped to these at the module that talks to the
+third party (`raise BusUnavailable(...) from e`), never further in.
+"""
+
+from __future__ import annotations
+
+from neurelay.protocol.codes import ErrorCode
+
+
+class NeurelayError(Exception):
+    """Root of every exception Neurelay raises on purpose."""
+
+
+class ProtocolError(NeurelayError):
+    """A frame or request refused with a stable error code.
+
+    `frame_id` and `channel` are echoed in the `error` frame so the client
+    can tell which of its requests failed.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        frame_id: str | int | None = None,
+        channel: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.frame_id = frame_id
+        self.channel = channel
+
+
+class ConfigError(NeurelayError):
+    """A configuration that does not validate; the message names the field."""
+
+
+class BusError(NeurelayError):
+    """NATS or JetStream refused or failed an operation."""
+
+
+class BusUnavailable(BusError):
+    """NATS is not connected (or did not answer in time); retry later."""
+
+
+class ClientError(NeurelayError):
+    """Raised by the Python client."""
+
+
+class ServerError(ClientError):
+    """The gateway answered a request with an `error` frame."""
+
+    def __init__(self, code: str, message: str, channel: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.channel = channel
+
+
+class ConnectionLost(ClientError):
+    """The connection closed for good: the client was closed or must not reconnect."""
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code

@@ -1,0 +1,1 @@
+"""The Neurelay gateway: aiohttp WebSocket and HTTP front end over NATS JetStream."""

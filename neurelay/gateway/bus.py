@@ -1,0 +1,305 @@
+"""Bus: everything the gateway asks of NATS and JetStream, with errors mapped to ours.
+
+Publishing (JetStream with a message id for namespaces that keep history,
+core NATS otherwise), following a channel's live subject, reading a channel's
+history for resume, creating streams, and the shared key-value table behind
+the per-user connection limit. Any nats-py exception is turned into
+`BusUnavailable` or `BusError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from neurelay.config import NamespaceSettings, NatsSettings
+from neurelay.errors import BusError, BusUnavailable
+from neurelay.protocol.channels import Channel, live_subject, stored_subject, stream_name
+from neurelay.streams import desired_stream
+
+MessageHandler = Callable[[Msg], Awaitable[None]]
+LEASE_BUCKET_TTL_SECONDS = 86_400.0
+_UNAVAILABLE = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as kept in a stream: its sequence and the envelope published."""
+
+    seq: int
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class History:
+    messages: list[StoredMessage]
+    recovered: bool
+    last_seq: int
+
+
+def envelope(payload: Any, message_id: str | int | None, timestamp_ms: int, user: str) -> bytes:
+    """The body stored in NATS for one published message."""
+    return orjson.dumps({"p": payload, "i": message_id, "t": timestamp_ms, "u": user})
+
+
+class Bus:
+    """One NATS connection of a gateway process."""
+
+    def __init__(self, settings: NatsSettings, logger: logging.Logger) -> None:
+        self.settings = settings
+        self.prefix = settings.subject_prefix
+        self._log = logger
+        self._nc: NatsClient | None = None
+        self._kv: KeyValue | None = None
+        self.on_reconnected: Callable[[], Awaitable[None]] | None = None
+        self.reconnects = 0
+
+    # -- connection ------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self) -> None:
+        """Connect, retrying forever; returns once connected."""
+        self._nc = await nats.connect(
+            servers=self.settings.servers,
+            user_credentials=self.settings.credentials_file,
+            connect_timeout=self.settings.connect_timeout_seconds,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+            name="neurelay-gateway",
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            pending_size=64 * 1024 * 1024,
+        )
+        self._log.info("connected to NATS", extra={"servers": self.settings.servers})
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+    async def _on_error(self, error: Exception) -> None:
+        self._log.warning("NATS error: %s", error)
+
+    async def _on_disconnected(self) -> None:
+        self._log.warning("disconnected from NATS")
+
+    async def _on_reconnected(self) -> None:
+        self.reconnects += 1
+        self._log.info("reconnected to NATS")
+        if self.on_reconnected is not None:
+            await self.on_reconnected()
+
+    def _client(self) -> NatsClient:
+        if self._nc is None or not self._nc.is_connected:
+            raise BusUnavailable("NATS is not connected")
+        return self._nc
+
+    async def ping(self) -> None:
+        """Round trip to JetStream; raises BusUnavailable when it does not answer."""
+        try:
+            await self._client().jetstream().account_info()
+        except _UNAVAILABLE as e:
+            raise BusUnavailable(f"JetStream did not answer: {e}") from e
+        except nats.errors.Error as e:
+            raise BusError(str(e)) from e
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def ensure_streams(self, namespaces: dict[str, NamespaceSettings]) -> None:
+        """Create or update the stream of every namespace that keeps history."""
+        js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
+        for namespace, settings in namespaces.items():
+            if not settings.keeps_history:
+                continue
+            config = desired_stream(self.prefix, namespace, settings)
+            try:
+                try:
+                    await js.update_stream(config)
+                except nats.js.errors.NotFoundError:
+                    await js.add_stream(config)
+            except _UNAVAILABLE as e:
+                raise BusUnavailable(f"cannot set up stream {config.name}: {e}") from e
+            except nats.errors.Error as e:
+                raise BusError(f"cannot set up stream {config.name}: {e}") from e
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self, channel: Channel, body: bytes, message_key: str | None, keeps_history: bool
+    ) -> tuple[int, bool]:
+        """Publish; returns (sequence, duplicate). Sequence 0: not retained (core NATS)."""
+        nc = self._client()
+        try:
+            if not keeps_history:
+                await nc.publish(live_subject(self.prefix, channel), body)
+                return 0, False
+            headers = {"Nats-Msg-Id": message_key} if message_key else None
+            ack = await nc.jetstream(timeout=self.settings.request_timeout_seconds).publish(
+                stored_subject(self.prefix, channel), body, headers=headers
+            )
+        except _UNAVAILABLE as e:
+            raise BusUnavailable(f"publish failed: {e}") from e
+        except nats.errors.Error as e:
+            raise BusError(f"publish failed: {e}") from e
+        return ack.seq, bool(ack.duplicate)
+
+    # -- following ---------------------------------------------------------------------------
+
+    async def follow(self, channel: Channel, handler: MessageHandler) -> Subscription:
+        """Subscribe to the channel's live subject; returns once the server has the interest."""
+        nc = self._client()
+        try:
+            subscription = await nc.subscribe(
+                live_subject(self.prefix, channel),
+                cb=handler,
+                pending_msgs_limit=-1,
+                pending_bytes_limit=-1,
+            )
+            await nc.flush(timeout=math.ceil(self.settings.request_timeout_seconds))
+        except _UNAVAILABLE as e:
+            raise BusUnavailable(f"cannot subscribe: {e}") from e
+        return subscription
+
+    async def unfollow(self, subscription: Subscription) -> None:
+        try:
+            await subscription.unsubscribe()
+        except nats.errors.Error as e:
+            self._log.debug("unsubscribe failed (connection closing?): %s", e)
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def history(
+        self, channel: Channel, since: int | None, last: int | None, limit: int
+    ) -> History:
+        """Retained messages after `since`, or the last `last`; at most `limit` of them."""
+        first = await self._next(channel, 1)
+        if first is None:
+            return History([], recovered=since in (None, 0), last_seq=0)
+        if since is not None:
+            recovered = since == 0 or first.seq <= since
+            start = first if first.seq > since else await self._next(channel, since + 1)
+            messages = await self._collect(channel, start, limit)
+        else:
+            everything = await self._collect(channel, first, None)
+            messages = everything[-(last or 0) :] if last else []
+            recovered = True
+        last_seq = messages[-1].seq if messages else await self.last_seq(channel)
+        return History(messages, recovered, last_seq)
+
+    async def last_seq(self, channel: Channel) -> int:
+        """Sequence of the newest retained message on the channel, 0 if none."""
+        js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
+        try:
+            msg = await js.get_last_msg(
+                stream_name(self.prefix, channel.namespace), stored_subject(self.prefix, channel)
+            )
+        except nats.js.errors.NotFoundError:
+            return 0
+        except _UNAVAILABLE as e:
+            raise BusUnavailable(f"history unavailable: {e}") from e
+        except nats.errors.Error as e:
+            raise BusError(f"history failed: {e}") from e
+        return msg.seq or 0
+
+    async def _collect(
+        self, channel: Channel, start: StoredMessage | None, limit: int | None
+    ) -> list[StoredMessage]:
+        found: list[StoredMessage] = []
+        current = start
+        while current is not None and (limit is None or len(found) < limit):
+            found.append(current)
+            current = await self._next(channel, current.seq + 1)
+        return found
+
+    async def _next(self, channel: Channel, seq: int) -> StoredMessage | None:
+        js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
+        try:
+            msg = await js.get_msg(
+                stream_name(self.prefix, channel.namespace),
+                seq=seq,
+                next=True,
+                subject=stored_subject(self.prefix, channel),
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        except _UNAVAILABLE as e:
+            raise BusUnavailable(f"history unavailable: {e}") from e
+        except nats.errors.Error as e:
+            raise BusError(f"history failed: {e}") from e
+        return StoredMessage(msg.seq or 0, msg.data or b"")
+
+    # -- connection leases -------------------------------------------------------------------
+
+    async def lease_bucket(self) -> KeyValue:
+        if self._kv is None:
+            js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
+            config = KeyValueConfig(
+                bucket=f"{self.prefix}_connections",
+                history=1,
+                ttl=LEASE_BUCKET_TTL_SECONDS,
+                storage=StorageType.FILE,
+            )
+            try:
+                self._kv = await js.create_key_value(config=config)
+            except _UNAVAILABLE as e:
+                raise BusUnavailable(f"connection table unavailable: {e}") from e
+            except nats.errors.Error as e:
+                raise BusError(f"connection table failed: {e}") from e
+        return self._kv
+
+    async def compare_and_set(
+        self, key: str, change: Callable[[bytes | None], bytes | None], attempts: int = 16
+    ) -> bytes | None:
+        """Apply `change` to the value at `key` atomically; None from `change` = no write."""
+        kv = await self.lease_bucket()
+        try:
+            for _ in range(attempts):
+                try:
+                    entry = await kv.get(key)
+                    current, revision = entry.value, entry.revision
+                except nats.js.errors.KeyNotFoundError:
+                    current, revision = None, None
+                updated = change(current)
+                if updated is None:
+                    return current
+                try:
+                    if revision is None:
+                        await kv.create(key, updated)
+                    else:
+                        await kv.update(key, updated, last=revision)
+                except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                    continue
+                return updated
+        except _UNAVAILABLE as e:
+            raise BusUnavailable(f"connection table unavailable: {e}") from e
+        except nats.errors.Error as e:
+            raise BusError(f"connection table failed: {e}") from e
+        raise BusError(f"too much contention on {key}")

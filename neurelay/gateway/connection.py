@@ -1,0 +1,272 @@
+"""Connection: the aiohttp pump around one client's Session.
+
+It checks the upgrade (origin, optional token, connection limit), then reads
+frames into the Session and carries out the actions it returns: frames go to
+the outbox, subscriptions to the hub, publishes to the bus. Deadlines
+(authentication timeout, token expiry) are timer callbacks into the Session.
+No protocol rule lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+from fnmatch import fnmatchcase
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from yarl import URL
+
+from neurelay.errors import BusError, BusUnavailable, ProtocolError
+from neurelay.gateway.outbox import Outbox
+from neurelay.gateway.runtime import Gateway
+from neurelay.gateway.session import (
+    Action,
+    Admit,
+    Close,
+    PublishMessage,
+    Send,
+    Session,
+    StartSubscription,
+    StopSubscription,
+)
+from neurelay.protocol import frames
+from neurelay.protocol.codecs import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
+from neurelay.protocol.codes import CloseCode, ErrorCode
+
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+_ids = itertools.count(1)
+_PROCESS_TAG = f"{os.getpid():x}"
+# aiohttp refuses (and closes with 1009) frames above this; ours below answer message_too_large.
+_TRANSPORT_SLACK = 64 * 1024
+
+
+def error_response(status: int, code: ErrorCode, message: str) -> web.Response:
+    return web.json_response({"code": code.value, "message": message}, status=status)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query.get("token") or None
+
+
+def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    if URL(origin).host == request.url.host:
+        return True
+    return any(fnmatchcase(origin, pattern) for pattern in allowed)
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY_KEY]
+    config = gateway.live.config
+    if not origin_allowed(request, config.allowed_origins):
+        gateway.metrics.rejections.labels(ErrorCode.FORBIDDEN.value).inc()
+        return error_response(403, ErrorCode.FORBIDDEN, "origin not allowed")
+    if gateway.draining:
+        return error_response(503, ErrorCode.UNAVAILABLE, "gateway is draining")
+    ws = web.WebSocketResponse(
+        protocols=(JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL),
+        heartbeat=config.limits.heartbeat_seconds,
+        max_msg_size=config.limits.max_message_bytes * 2 + _TRANSPORT_SLACK,
+        autoping=True,
+    )
+    ready = ws.can_prepare(request)
+    if not ready.ok:
+        return error_response(400, ErrorCode.BAD_REQUEST, "expected a WebSocket upgrade")
+    codec = CODECS.get(ready.protocol or "", JSON)
+    connection = Connection(gateway, codec, ws, request)
+    return await connection.serve(bearer_token(request))
+
+
+class Connection:
+    def __init__(
+        self, gateway: Gateway, codec: Any, ws: web.WebSocketResponse, request: web.Request
+    ) -> None:
+        self.gateway = gateway
+        self.id = f"{_PROCESS_TAG}-{next(_ids)}"
+        self.ws = ws
+        self.request = request
+        self.session = Session(self.id, codec, gateway.live, time.time())
+        self.outbox = Outbox(codec, gateway.live, self._on_overflow)
+        self.log = gateway.log.getChild("connection")
+        self._admitted_user: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    async def serve(self, token: str | None) -> web.StreamResponse:
+        admit: Admit | None = None
+        if token is not None:
+            try:
+                admit = self.session.authenticate_at_upgrade(token)
+            except ProtocolError as e:
+                self.gateway.metrics.rejections.labels(e.code.value).inc()
+                return error_response(401, e.code, e.message)
+            if not await self._acquire(admit):
+                code = ErrorCode.TOO_MANY_CONNECTIONS
+                self.gateway.metrics.rejections.labels(code.value).inc()
+                return error_response(429, code, "user holds too many connections")
+        await self.ws.prepare(self.request)
+        gateway = self.gateway
+        gateway.connections.add(self)
+        gateway.metrics.connections.inc()
+        writer = self._writer = asyncio.create_task(
+            self.outbox.run(self.ws), name=f"neurelay-writer-{self.id}"
+        )
+        try:
+            if admit is not None:
+                await self._execute(self.session.admitted(admit.principal, True, None))
+            self._schedule()
+            async for message in self.ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._execute(self.session.receive(message.data, time.time()))
+                    self._schedule()
+                elif message.type is WSMsgType.ERROR:
+                    break
+        finally:
+            await self._cleanup(writer)
+        return self.ws
+
+    async def _cleanup(self, writer: asyncio.Task[None]) -> None:
+        gateway = self.gateway
+        if self._timer is not None:
+            self._timer.cancel()
+        gateway.connections.discard(self)
+        gateway.metrics.connections.dec()
+        self.outbox.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await gateway.hub.drop(self.outbox, list(self.session.subscriptions.values()))
+        if self._admitted_user is not None:
+            await gateway.registry.release(self._admitted_user, self.id)
+
+    async def _acquire(self, admit: Admit) -> bool:
+        granted = await self.gateway.registry.acquire(admit.principal.user, self.id)
+        if granted:
+            self._admitted_user = admit.principal.user
+        return granted
+
+    # -- actions -----------------------------------------------------------------------------
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.frame)
+            elif isinstance(action, Close):
+                await self.close(action.code, action.reason)
+                return
+            elif isinstance(action, Admit):
+                granted = await self._acquire(action)
+                await self._execute(
+                    self.session.admitted(action.principal, granted, action.frame_id)
+                )
+            elif isinstance(action, StartSubscription):
+                await self._subscribe(action)
+            elif isinstance(action, StopSubscription):
+                await self.gateway.hub.unfollow(self.outbox, action.channel)
+                if action.reply:
+                    self._send(frames.unsubscribed(action.channel.name, action.frame_id))
+            else:
+                await self._publish(action)
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        if frame.get("type") == "error":
+            self.gateway.metrics.rejections.labels(frame["code"]).inc()
+            self.log.info(
+                "refused: %s",
+                frame["message"],
+                extra={"connection": self.id, "frame_id": frame.get("id"), "code": frame["code"]},
+            )
+        self.outbox.send(frame)
+
+    async def _subscribe(self, action: StartSubscription) -> None:
+        try:
+            await self.gateway.hub.follow(
+                self.outbox, action.channel, action.since, action.last, action.frame_id
+            )
+        except BusError as e:
+            self.session.subscription_failed(action.channel)
+            self._send(
+                frames.error(
+                    ErrorCode.UNAVAILABLE,
+                    f"cannot subscribe now: {e}",
+                    action.frame_id,
+                    action.channel.name,
+                )
+            )
+
+    async def _publish(self, action: PublishMessage) -> None:
+        principal = self.session.principal
+        assert principal is not None  # the session only publishes for an authenticated user
+        channel = action.channel
+        try:
+            seq, duplicate = await self.gateway.publish(
+                principal.user, channel, action.payload, action.frame_id
+            )
+        except BusUnavailable as e:
+            self._send(
+                frames.error(
+                    ErrorCode.UNAVAILABLE, f"not published: {e}", action.frame_id, channel.name
+                )
+            )
+            return
+        except BusError as e:
+            self._send(
+                frames.error(
+                    ErrorCode.INTERNAL, f"not published: {e}", action.frame_id, channel.name
+                )
+            )
+            return
+        self._send(frames.published(channel.name, seq, action.frame_id, duplicate=duplicate))
+
+    # -- deadlines and closing ---------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.session.next_deadline()
+        if deadline is not None:
+            delay = max(0.0, deadline - time.time())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        actions = self.session.tick(time.time())
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.frame)
+            elif isinstance(action, Close):
+                self._close_soon(action.code, action.reason)
+                return
+        self._schedule()
+
+    def _on_overflow(self) -> None:
+        self.log.warning("slow consumer disconnected", extra={"connection": self.id})
+        self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _close_soon(self, code: CloseCode, reason: str) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self.close(code, reason))
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        """Send what is queued (unless the client is too slow for that), then close."""
+        self.outbox.close()
+        if code is not CloseCode.SLOW_CONSUMER and self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=5.0)
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=5.0)
+        except TimeoutError:
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()

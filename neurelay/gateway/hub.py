@@ -1,0 +1,262 @@
+"""Hub: channel → local subscribers, and the fan-out hot path.
+
+Per channel with local subscribers the hub holds one `Feed`: one core NATS
+subscription on the channel's live subject, whatever the number of local
+followers. Each message is decoded once, encoded once per wire format in use,
+and pushed to every follower's outbox without awaiting anything.
+
+Ordering and exactly-once rest on JetStream sequences. A feed remembers the
+last sequence it delivered; the republished header `Nats-Last-Sequence`
+names the channel's previous message, so a live message that does not
+follow on reveals a gap (lost while NATS was unreachable), which the hub
+fills from the stream before going on. A new follower that asks for history
+buffers live messages while its history is read, then drops whatever the
+history already gave it, so it sees every message once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from neurelay.gateway.bus import Bus, History
+from neurelay.gateway.observability import Metrics
+from neurelay.gateway.outbox import Outbox
+from neurelay.gateway.settings import LiveSettings
+from neurelay.protocol import frames
+from neurelay.protocol.channels import Channel
+from neurelay.protocol.codecs import Codec
+from neurelay.protocol.frames import FrameId
+
+
+class Follower:
+    """One outbox following one channel."""
+
+    __slots__ = ("backlog", "last_seq", "outbox")
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.last_seq = 0
+        # Live messages held while history is read; None once live.
+        self.backlog: list[tuple[int, dict[str, Any]]] | None = []
+
+
+class Feed:
+    """A channel followed by this gateway: its NATS subscription and local followers."""
+
+    __slots__ = ("channel", "followers", "keeps_history", "last_seq", "lock", "subscription")
+
+    def __init__(self, channel: Channel, keeps_history: bool) -> None:
+        self.channel = channel
+        self.keeps_history = keeps_history
+        self.followers: dict[Outbox, Follower] = {}
+        self.subscription: Subscription | None = None
+        self.last_seq = 0
+        self.lock = asyncio.Lock()
+
+
+class Hub:
+    def __init__(
+        self, bus: Bus, live: LiveSettings, metrics: Metrics, logger: logging.Logger
+    ) -> None:
+        self._bus = bus
+        self._live = live
+        self._metrics = metrics
+        self._log = logger
+        self._feeds: dict[str, Feed] = {}
+        self._opening: dict[str, asyncio.Future[Feed]] = {}
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._feeds)
+
+    # -- following ---------------------------------------------------------------------------
+
+    async def follow(
+        self,
+        outbox: Outbox,
+        channel: Channel,
+        since: int | None,
+        last: int | None,
+        frame_id: FrameId | None,
+    ) -> None:
+        """Add a follower: queue `subscribed`, then history, then live messages, in order."""
+        feed = await self._feed(channel)
+        follower = Follower(outbox)
+        feed.followers[outbox] = follower
+        try:
+            if feed.keeps_history:
+                history = await self._history(channel, since, last)
+            else:
+                history = History([], recovered=since is None and last is None, last_seq=0)
+        except BaseException:
+            if feed.followers.get(outbox) is follower:
+                await self._remove(feed, outbox)
+            raise
+        if feed.followers.get(outbox) is not follower:
+            return  # unsubscribed or resubscribed meanwhile
+        outbox.send(frames.subscribed(channel.name, history.last_seq, history.recovered, frame_id))
+        for stored in history.messages:
+            frame = self.message_frame(channel, stored.seq, stored.data)
+            if frame is not None:
+                outbox.send(frame)
+            follower.last_seq = stored.seq
+        if since is None and last is None:
+            follower.last_seq = max(follower.last_seq, history.last_seq)
+        backlog, follower.backlog = follower.backlog or [], None
+        for seq, frame in backlog:
+            if seq == 0 or seq > follower.last_seq:
+                outbox.send(frame)
+                follower.last_seq = max(follower.last_seq, seq)
+
+    async def _history(self, channel: Channel, since: int | None, last: int | None) -> History:
+        namespace = self._live.config.namespaces.get(channel.namespace)
+        depth = namespace.history_messages if namespace else 0
+        if since is None and last is None:
+            return History([], recovered=True, last_seq=await self._bus.last_seq(channel))
+        return await self._bus.history(channel, since, last, limit=max(depth, 1))
+
+    async def unfollow(self, outbox: Outbox, channel: Channel) -> None:
+        feed = self._feeds.get(channel.name)
+        if feed is not None and outbox in feed.followers:
+            await self._remove(feed, outbox)
+
+    async def drop(self, outbox: Outbox, channels: list[Channel]) -> None:
+        """Forget a closed connection."""
+        for channel in channels:
+            await self.unfollow(outbox, channel)
+
+    async def _feed(self, channel: Channel) -> Feed:
+        feed = self._feeds.get(channel.name)
+        if feed is not None:
+            return feed
+        pending = self._opening.get(channel.name)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Feed] = asyncio.get_running_loop().create_future()
+        self._opening[channel.name] = future
+        try:
+            feed = await self._open(channel)
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: the waiters, if any, re-raise it
+            raise
+        else:
+            future.set_result(feed)
+            return feed
+        finally:
+            del self._opening[channel.name]
+
+    async def _open(self, channel: Channel) -> Feed:
+        namespace = self._live.config.namespaces.get(channel.namespace)
+        feed = Feed(channel, keeps_history=bool(namespace and namespace.keeps_history))
+
+        async def on_message(msg: Msg) -> None:
+            await self._on_live(feed, msg)
+
+        feed.subscription = await self._bus.follow(channel, on_message)
+        if feed.keeps_history:
+            try:
+                feed.last_seq = await self._bus.last_seq(channel)
+            except BaseException:
+                await self._bus.unfollow(feed.subscription)
+                raise
+        self._feeds[channel.name] = feed
+        self._metrics.channels.set(len(self._feeds))
+        return feed
+
+    async def _remove(self, feed: Feed, outbox: Outbox) -> None:
+        del feed.followers[outbox]
+        if feed.followers or self._feeds.get(feed.channel.name) is not feed:
+            return
+        del self._feeds[feed.channel.name]
+        self._metrics.channels.set(len(self._feeds))
+        if feed.subscription is not None:
+            await self._bus.unfollow(feed.subscription)
+
+    # -- delivery (hot path) -----------------------------------------------------------------
+
+    async def _on_live(self, feed: Feed, msg: Msg) -> None:
+        headers = msg.headers
+        if not headers or "Nats-Sequence" not in headers:
+            self._deliver(feed, 0, msg.data)
+            return
+        seq = int(headers["Nats-Sequence"])
+        previous = int(headers.get("Nats-Last-Sequence", "0"))
+        async with feed.lock:
+            if previous > feed.last_seq:
+                await self._repair(feed, until=seq)
+            if seq > feed.last_seq:
+                feed.last_seq = seq
+                self._deliver(feed, seq, msg.data)
+
+    async def _repair(self, feed: Feed, until: int | None) -> None:
+        """Deliver what the stream holds after `feed.last_seq` (and before `until`)."""
+        try:
+            history = await self._bus.history(
+                feed.channel, feed.last_seq, None, limit=self._history_limit(feed.channel)
+            )
+        except Exception as e:
+            self._log.warning("gap on %s not repaired: %s", feed.channel.name, e)
+            return
+        for stored in history.messages:
+            if until is not None and stored.seq >= until:
+                break
+            if stored.seq > feed.last_seq:
+                feed.last_seq = stored.seq
+                self._metrics.gaps_repaired.inc()
+                self._deliver(feed, stored.seq, stored.data)
+
+    def _history_limit(self, channel: Channel) -> int:
+        namespace = self._live.config.namespaces.get(channel.namespace)
+        return max(namespace.history_messages if namespace else 0, 1)
+
+    async def repair_all(self) -> None:
+        """After a NATS reconnect: deliver whatever was stored while we were away."""
+        for feed in list(self._feeds.values()):
+            if feed.keeps_history:
+                async with feed.lock:
+                    await self._repair(feed, until=None)
+
+    def _deliver(self, feed: Feed, seq: int, data: bytes) -> None:
+        started = time.perf_counter()
+        frame = self.message_frame(feed.channel, seq, data)
+        if frame is None:
+            self._log.warning("dropped a malformed message on %s", feed.channel.name)
+            return
+        encoded: dict[Codec, bytes] = {}
+        delivered = 0
+        for follower in list(feed.followers.values()):
+            if follower.backlog is not None:
+                follower.backlog.append((seq, frame))
+                continue
+            if seq and seq <= follower.last_seq:
+                continue
+            follower.last_seq = seq or follower.last_seq
+            outbox = follower.outbox
+            codec = outbox.codec
+            payload = encoded.get(codec)
+            if payload is None:
+                payload = encoded[codec] = codec.encode(frame)
+            outbox.push(payload)
+            delivered += 1
+        if delivered:
+            self._metrics.messages_out.labels(feed.channel.namespace).inc(delivered)
+        self._metrics.fanout_seconds.observe(time.perf_counter() - started)
+
+    @staticmethod
+    def message_frame(channel: Channel, seq: int, data: bytes) -> dict[str, Any] | None:
+        """The `message` frame for a stored envelope; None if someone else wrote garbage."""
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(body, dict) or "p" not in body:
+            return None
+        return frames.message(channel.name, body["p"], body.get("i"), seq, body.get("t", 0))

@@ -1,0 +1,96 @@
+"""Metrics and structured logs of a gateway process.
+
+`Metrics` owns its own Prometheus registry (no process globals, so several
+gateways can run in one test process); `/metrics` exposes it. `JsonFormatter`
+writes one JSON object per log line, carrying the connection id and frame id
+as correlation ids when the record has them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("neurelay_connections", "Open WebSocket connections.", registry=r)
+        self.channels = Gauge(
+            "neurelay_channels", "Channels with at least one local subscriber.", registry=r
+        )
+        self.messages_in = Counter(
+            "neurelay_messages_in",
+            "Messages published through this gateway.",
+            ["namespace"],
+            registry=r,
+        )
+        self.messages_out = Counter(
+            "neurelay_messages_out",
+            "Messages queued to local subscribers.",
+            ["namespace"],
+            registry=r,
+        )
+        self.fanout_seconds = Histogram(
+            "neurelay_fanout_seconds",
+            "Time to encode one message and queue it for every local subscriber.",
+            buckets=_FANOUT_BUCKETS,
+            registry=r,
+        )
+        self.rejections = Counter(
+            "neurelay_rejections",
+            "Frames and requests refused, by error code.",
+            ["code"],
+            registry=r,
+        )
+        self.nats_reconnects = Counter(
+            "neurelay_nats_reconnects", "Reconnections to NATS.", registry=r
+        )
+        self.gaps_repaired = Counter(
+            "neurelay_gaps_repaired",
+            "Messages recovered from JetStream after a live gap.",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "neurelay_config_reloads", "Configuration reloads, by result.", ["result"], registry=r
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any `extra` fields."""
+
+    _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self._STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("neurelay")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,85 @@
+"""Running a gateway process: listener, signals, hot reload, drain, event loop.
+
+SIGTERM drains (readiness turns 503, clients get 1012 spread over the drain
+period) and then stops; SIGINT stops at once, closing clients with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from neurelay.config import GatewayConfig
+from neurelay.gateway import reloading
+from neurelay.gateway.app import create_app
+from neurelay.gateway.draining import drain
+from neurelay.gateway.runtime import Gateway
+
+
+async def serve(
+    config: GatewayConfig,
+    config_path: Path | None = None,
+    *,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT; `on_ready` receives the bound port."""
+    gateway = Gateway(config)
+    runner = web.AppRunner(create_app(gateway), handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    port = _bound_port(runner, config.server.port)
+    gateway.log.info("listening", extra={"host": config.server.host, "port": port})
+
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _resolve, received, sig)
+    watcher = (
+        asyncio.create_task(reloading.watch(gateway, config_path), name="neurelay-reload")
+        if config_path is not None
+        else None
+    )
+    try:
+        if on_ready is not None:
+            on_ready(port)
+        stop_signal = await received
+        if stop_signal is signal.SIGTERM:
+            await drain(gateway, gateway.live.config.drain.period_seconds)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await runner.cleanup()
+
+
+def _resolve(future: asyncio.Future[signal.Signals], sig: signal.Signals) -> None:
+    if not future.done():
+        future.set_result(sig)
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
