@@ -6,7 +6,8 @@ One root, so callers can catch everything of ours and nothing else::
     ├── ProtocolError        a frame or request the protocol refuses; carries an ErrorCode
     ├── ConfigError          a configuration file or variable that does not validate
     ├── BusError             NATS or JetStream failed underneath us
-    │   └── BusUnavailable   NATS is not connected; the operation may be retried later
+    │   ├── BusUnavailable   NATS is not connected; the operation may be retried later
+    │   └── PayloadTooLarge  the message exceeds what NATS accepts (its max_payload)
     └── ClientError          raised by `neurelay.client`
         ├── ServerError      the gateway answered with an `error` frame; carries its code
         └── ConnectionLost   the WebSocket closed and the client was told not to reconnect
@@ -56,6 +57,10 @@ class BusError(NeurelayError):
 
 class BusUnavailable(BusError):
     """NATS is not connected (or did not answer in time); retry later."""
+
+
+class PayloadTooLarge(BusError):
+    """The message is larger than the NATS server's max_payload."""
 
 
 class ClientError(NeurelayError):

@@ -27,7 +27,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from neurelay.config import NamespaceSettings, NatsSettings
-from neurelay.errors import BusError, BusUnavailable
+from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge
 from neurelay.protocol.channels import Channel, live_subject, stored_subject, stream_name
 from neurelay.streams import desired_stream
 
@@ -165,6 +165,10 @@ class Bus:
             ack = await nc.jetstream(timeout=self.settings.request_timeout_seconds).publish(
                 stored_subject(self.prefix, channel), body, headers=headers
             )
+        except nats.errors.MaxPayloadError as e:
+            raise PayloadTooLarge(
+                f"the message exceeds NATS max_payload ({nc.max_payload} bytes)"
+            ) from e
         except _UNAVAILABLE as e:
             raise BusUnavailable(f"publish failed: {e}") from e
         except nats.errors.Error as e:

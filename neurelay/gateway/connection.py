@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from yarl import URL
 
-from neurelay.errors import BusError, BusUnavailable, ProtocolError
+from neurelay.errors import BusError, ProtocolError
 from neurelay.gateway.outbox import Outbox
 from neurelay.gateway.runtime import Gateway
 from neurelay.gateway.session import (
@@ -213,19 +213,9 @@ class Connection:
             seq, duplicate = await self.gateway.publish(
                 principal.user, channel, action.payload, action.frame_id
             )
-        except BusUnavailable as e:
-            self._send(
-                frames.error(
-                    ErrorCode.UNAVAILABLE, f"not published: {e}", action.frame_id, channel.name
-                )
-            )
-            return
-        except BusError as e:
-            self._send(
-                frames.error(
-                    ErrorCode.INTERNAL, f"not published: {e}", action.frame_id, channel.name
-                )
-            )
+        except ProtocolError as e:
+            e.frame_id = action.frame_id
+            self._send(frames.error_from(e))
             return
         self._send(frames.published(channel.name, seq, action.frame_id, duplicate=duplicate))
 

@@ -7,14 +7,14 @@ frame), answering errors as `{"code", "message"}` with a fitting status.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiohttp import web
 
-from neurelay.errors import BusError, BusUnavailable, ProtocolError
+from neurelay.auth import Principal
+from neurelay.errors import BusError, ProtocolError
 from neurelay.gateway.connection import GATEWAY_KEY, bearer_token, error_response
 from neurelay.gateway.hub import Hub
+from neurelay.gateway.runtime import refusal
 from neurelay.gateway.session import authorize_publish, authorize_subscribe
 from neurelay.protocol import frames
 from neurelay.protocol.channels import parse_channel
@@ -28,6 +28,7 @@ _STATUS = {
     ErrorCode.TOKEN_EXPIRED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.MESSAGE_TOO_LARGE: 413,
+    ErrorCode.INTERNAL: 500,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_MANY_CONNECTIONS: 429,
     ErrorCode.UNAVAILABLE: 503,
@@ -39,7 +40,7 @@ def _refusal(request: web.Request, error: ProtocolError) -> web.Response:
     return error_response(_STATUS.get(error.code, 500), error.code, error.message)
 
 
-def _principal(request: web.Request) -> Any:
+def _principal(request: web.Request) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise ProtocolError(
@@ -75,10 +76,6 @@ async def publish(request: web.Request) -> web.Response:
         )
     except ProtocolError as e:
         return _refusal(request, e)
-    except BusUnavailable as e:
-        return _refusal(request, ProtocolError(ErrorCode.UNAVAILABLE, f"not published: {e}"))
-    except BusError as e:
-        return _refusal(request, ProtocolError(ErrorCode.INTERNAL, f"not published: {e}"))
     return web.json_response(
         {"channel": frame.channel.name, "seq": seq, "id": frame.id, "duplicate": duplicate}
     )
@@ -98,13 +95,12 @@ async def history(request: web.Request) -> web.Response:
             return web.json_response(
                 {"channel": channel.name, "messages": [], "recovered": False, "seq": 0}
             )
-        found = await gateway.bus.history(channel, since, None, limit)
+        try:
+            found = await gateway.bus.history(channel, since, None, limit)
+        except BusError as e:
+            raise refusal(e, "history unavailable", channel) from e
     except ProtocolError as e:
         return _refusal(request, e)
-    except BusUnavailable as e:
-        return _refusal(request, ProtocolError(ErrorCode.UNAVAILABLE, f"history unavailable: {e}"))
-    except BusError as e:
-        return _refusal(request, ProtocolError(ErrorCode.INTERNAL, f"history failed: {e}"))
     messages = [Hub.message_frame(channel, m.seq, m.data) for m in found.messages]
     return web.Response(
         body=orjson.dumps(

@@ -15,13 +15,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from neurelay.config import GatewayConfig
-from neurelay.errors import BusError
+from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge, ProtocolError
 from neurelay.gateway.admission import ConnectionRegistry
 from neurelay.gateway.bus import Bus, envelope
 from neurelay.gateway.hub import Hub
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol.channels import Channel
+from neurelay.protocol.codes import ErrorCode
 from neurelay.protocol.frames import FrameId
 
 if TYPE_CHECKING:
@@ -87,14 +88,28 @@ class Gateway:
     async def publish(
         self, user: str, channel: Channel, payload: Any, message_id: FrameId | None
     ) -> tuple[int, bool]:
-        """Publish for `user`; returns (seq, duplicate). Raises BusError subclasses."""
+        """Publish for `user`; returns (seq, duplicate) or raises ProtocolError."""
         namespace = self.live.config.namespaces[channel.namespace]
         body = envelope(payload, message_id, int(time.time() * 1000), user)
-        seq, duplicate = await self.bus.publish(
-            channel, body, _message_key(user, message_id), namespace.keeps_history
-        )
+        try:
+            seq, duplicate = await self.bus.publish(
+                channel, body, _message_key(user, message_id), namespace.keeps_history
+            )
+        except BusError as e:
+            raise refusal(e, "not published", channel) from e
         self.metrics.messages_in.labels(channel.namespace).inc()
         return seq, duplicate
+
+
+def refusal(error: BusError, what: str, channel: Channel) -> ProtocolError:
+    """The protocol error a client gets for a failure underneath."""
+    if isinstance(error, PayloadTooLarge):
+        code = ErrorCode.MESSAGE_TOO_LARGE
+    elif isinstance(error, BusUnavailable):
+        code = ErrorCode.UNAVAILABLE
+    else:
+        code = ErrorCode.INTERNAL
+    return ProtocolError(code, f"{what}: {error}", channel=channel.name)
 
 
 def _message_key(user: str, message_id: FrameId | None) -> str | None:
