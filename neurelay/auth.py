@@ -61,7 +61,12 @@ class TokenVerifier:
 
     def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings
-        self._key = _load_key(settings)
+        algorithm = jwt.get_algorithm_by_name(settings.algorithm)
+        try:
+            # Parsed once here: an unusable key fails at start-up or reload, not per token.
+            self._key = algorithm.prepare_key(_load_key(settings))
+        except (jwt.InvalidKeyError, ValueError, TypeError) as e:
+            raise ConfigError(f"auth key unusable for {settings.algorithm}: {e}") from e
 
     def verify(self, token: str) -> Principal:
         settings = self._settings

@@ -225,8 +225,9 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as e:
+            text = Path(path).read_text(encoding="utf-8")
+            loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as e:
             raise ConfigError(f"cannot read configuration {path}: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"configuration {path} must be a mapping at the top level")

@@ -103,7 +103,10 @@ class Bus:
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            try:
+                await self._nc.close()
+            except (*_UNAVAILABLE, nats.errors.Error) as e:
+                self._log.debug("NATS connection closed uncleanly: %s", e)
 
     async def _on_error(self, error: Exception) -> None:
         self._log.warning("NATS error: %s", error)

@@ -107,19 +107,19 @@ class Session:
                     f"frame of {size} bytes exceeds max_message_bytes={limits.max_message_bytes}",
                 )
             ]
-        try:
-            frame = frames.parse_client_frame(self.codec.decode(data))
-        except ProtocolError as e:
-            return [Send(frames.error_from(e))]
+        # Counted before decoding, so a flood of frames, valid or not, costs no parsing.
         burst = limits.burst or max(1.0, limits.messages_per_second)
         if not self._bucket.take(now, limits.messages_per_second, burst):
             return [
                 _error(
                     ErrorCode.RATE_LIMITED,
-                    f"more than {limits.messages_per_second:g} frames per second",
-                    frame.id,
+                    f"more than {limits.messages_per_second:g} frames per second; frame dropped",
                 )
             ]
+        try:
+            frame = frames.parse_client_frame(self.codec.decode(data))
+        except ProtocolError as e:
+            return [Send(frames.error_from(e))]
         try:
             return self._dispatch(frame, size, now)
         except ProtocolError as e:
