@@ -240,6 +240,13 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
 
 
 def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    if "namespaces" not in data and any(
+        name.startswith(ENV_PREFIX + "NAMESPACES__") for name in environ
+    ):
+        # A variable tunes one namespace; it must not make the other defaults vanish.
+        data["namespaces"] = {
+            name: settings.model_dump() for name, settings in _default_namespaces().items()
+        }
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue

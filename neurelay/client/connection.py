@@ -55,24 +55,36 @@ class Subscription:
         self.channel = channel
         self.last_seq = since or 0
         self.recovered = True
-        self._initial_last = last
-        self._resumed = since is not None
+        self._since = since
+        self._last = last
+        self._acknowledged = False
+        # The channel's seq when the gateway confirmed the subscription: history, if asked
+        # for, ends there, and a plain subscription continues from there.
+        self._position = 0
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
 
     def _request(self) -> dict[str, Any]:
+        """The subscribe frame for now: the first one, or a resume after a reconnect."""
         frame: dict[str, Any] = {"type": "subscribe", "channel": self.channel}
-        if self._resumed:
-            frame["since"] = self.last_seq
-        elif self._initial_last:
-            frame["last"] = self._initial_last
+        wants_history = self._since is not None or self._last is not None
+        if self._acknowledged and not (wants_history and self.last_seq < self._position):
+            frame["since"] = max(self.last_seq, self._position)
+        elif self._since is not None:
+            frame["since"] = max(self._since, self.last_seq)
+        elif self._last is not None:
+            frame["last"] = self._last
         return frame
+
+    def _acknowledge(self, reply: dict[str, Any]) -> None:
+        self.recovered = bool(reply.get("recovered", True))
+        self._position = max(self._position, int(reply.get("seq", 0)))
+        self._acknowledged = True
 
     def _offer(self, message: Message) -> None:
         if message.seq:
             if message.seq <= self.last_seq:
                 return
             self.last_seq = message.seq
-            self._resumed = True
         self._queue.put_nowait(message)
 
     def _end(self) -> None:
@@ -169,12 +181,15 @@ class Client:
             self.url, protocols=(self._codec.subprotocol,), heartbeat=30.0, max_msg_size=0
         )
         self._ws = ws
-        reply = await self._exchange_direct(
-            {"type": "authenticate", "token": await self._token_value()}
-        )
-        self.user = reply.get("user")
-        for subscription in self._subscriptions.values():
-            await self._exchange_direct(subscription._request(), subscription=subscription)
+        try:
+            token = await self._token_value()
+            reply = await self._exchange_direct({"type": "authenticate", "token": token})
+            self.user = reply.get("user")
+            for subscription in self._subscriptions.values():
+                await self._exchange_direct(subscription._request(), subscription=subscription)
+        except BaseException:
+            await ws.close()
+            raise
         self._connected.set()
 
     async def _token_value(self) -> str:
@@ -203,7 +218,7 @@ class Client:
                         incoming["code"], incoming["message"], incoming.get("channel")
                     )
                 if subscription is not None:
-                    subscription.recovered = bool(incoming.get("recovered", True))
+                    subscription._acknowledge(incoming)
                 return dict(incoming)
             self._dispatch(incoming)
 
@@ -258,7 +273,11 @@ class Client:
             return
         if kind == "error" and frame.get("code") == "token_expired" and frame.get("id") is None:
             asyncio.get_running_loop().create_task(self._reauthenticate())
-        future = self._pending.pop(frame.get("id", ""), None) if "id" in frame else None
+        if kind == "error" and frame.get("code") == "rate_limited" and "id" not in frame:
+            # Dropped unread, so no id: the gateway answers frames in order, so it is ours
+            # that has waited longest.
+            frame = {**frame, "id": next(iter(self._pending), None)}
+        future = self._pending.pop(frame["id"], None) if frame.get("id") is not None else None
         if future is not None and not future.done():
             future.set_result(frame)
         elif kind == "error":
@@ -324,7 +343,7 @@ class Client:
         except BaseException:
             self._subscriptions.pop(channel, None)
             raise
-        subscription.recovered = bool(reply.get("recovered", True))
+        subscription._acknowledge(reply)
         return subscription
 
     async def unsubscribe(self, channel: str) -> None:

@@ -88,7 +88,7 @@ class Session:
         self.principal: auth.Principal | None = None
         self.subscriptions: dict[str, Channel] = {}
         self.auth_deadline: float | None = now + limits.auth_timeout_seconds
-        self._bucket = TokenBucket(limits.burst or limits.messages_per_second, now)
+        self._bucket = TokenBucket(limits.burst or max(1.0, limits.messages_per_second), now)
 
     # -- input -------------------------------------------------------------------------------
 
