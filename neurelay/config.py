@@ -188,10 +188,18 @@ class DrainSettings(_Section):
 class GatewayConfig(_Section):
     """Everything one gateway process needs; shared by the gateway and the operator."""
 
-    server: ServerSettings = Field(default_factory=ServerSettings)
-    nats: NatsSettings = Field(default_factory=NatsSettings)
-    auth: AuthSettings = Field(default_factory=AuthSettings)
-    limits: LimitSettings = Field(default_factory=LimitSettings)
+    server: ServerSettings = Field(
+        default_factory=ServerSettings, description="The HTTP and WebSocket listener."
+    )
+    nats: NatsSettings = Field(
+        default_factory=NatsSettings, description="NATS connection, subjects and streams."
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="How client tokens (JWT) are verified."
+    )
+    limits: LimitSettings = Field(
+        default_factory=LimitSettings, description="Limits that protect the service."
+    )
     namespaces: dict[str, NamespaceSettings] = Field(
         default_factory=_default_namespaces,
         description="Channel namespaces this gateway serves, with their history.",
@@ -201,8 +209,12 @@ class GatewayConfig(_Section):
         description="Browser origins allowed to connect (glob patterns, '*' for any). Requests "
         "without Origin and same-origin requests are always allowed.",
     )
-    drain: DrainSettings = Field(default_factory=DrainSettings)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    drain: DrainSettings = Field(
+        default_factory=DrainSettings, description="Graceful shutdown on SIGTERM."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least severe level logged (JSON lines on stderr)."
+    )
     reload_interval_seconds: float = Field(
         2.0, gt=0, le=300, description="How often the configuration file is checked for changes."
     )

@@ -132,6 +132,10 @@ class Connection:
                     self._schedule()
                 elif message.type is WSMsgType.ERROR:
                     break
+        except Exception:
+            # A fault of ours ends this connection only, never the gateway.
+            self.log.exception("connection failed", extra={"connection": self.id})
+            await self.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await self._cleanup(writer)
         return self.ws

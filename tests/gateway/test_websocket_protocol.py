@@ -487,3 +487,17 @@ def _metric(text: str, name: str) -> Any:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+async def test_a_fault_inside_the_gateway_closes_one_connection_with_1011_only(
+    gateway, connect, token, monkeypatch
+):
+    async def broken_follow(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    victim = await connect(gateway.ws_url, token())
+    bystander = await connect(gateway.ws_url, token(user="bob"))
+    monkeypatch.setattr(gateway.gateway.hub, "follow", broken_follow)
+    await victim.send({"type": "subscribe", "channel": "agent:bug"})
+    assert await victim.close_code() == CloseCode.INTERNAL_ERROR
+    assert (await bystander.request({"type": "ping"}))["type"] == "pong"
