@@ -99,6 +99,7 @@ def _dev(args: argparse.Namespace) -> int:
             nats=NatsSettings(servers=[nats.url]),
             auth=AuthSettings(secret=secret),
             allowed_origins=["*"],
+            console=True,
             log_level="WARNING",
         )
         configure_logging(config.log_level)

@@ -209,6 +209,11 @@ class GatewayConfig(_Section):
         description="Browser origins allowed to connect (glob patterns, '*' for any). Requests "
         "without Origin and same-origin requests are always allowed.",
     )
+    console: bool = Field(
+        False,
+        description="Serve the live console page at /console (the browser client at "
+        "/client/neurelay.js is always served). On in `neurelay dev`.",
+    )
     drain: DrainSettings = Field(
         default_factory=DrainSettings, description="Graceful shutdown on SIGTERM."
     )

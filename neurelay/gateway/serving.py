@@ -35,9 +35,11 @@ async def serve(
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
     port = _bound_port(runner, config.server.port)
-    gateway.log.info("listening", extra={"host": config.server.host, "port": port})
-
     loop = asyncio.get_running_loop()
+    gateway.log.info(
+        "listening",
+        extra={"host": config.server.host, "port": port, "loop": type(loop).__module__},
+    )
     received: asyncio.Future[signal.Signals] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _resolve, received, sig)

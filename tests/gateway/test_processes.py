@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -160,3 +161,19 @@ async def test_changed_configuration_file_applies_without_restart_or_dropped_con
     still = await client.request({"type": "subscribe", "channel": "agent:2"})
     assert still["code"] == "too_many_subscriptions"  # the invalid file was not applied
     assert "configuration not reloaded" in replica.log_path.read_text()
+
+
+async def test_process_logs_json_lines_with_correlation_ids_and_runs_on_uvloop(
+    gateway_process: Callable[..., GatewayProcess], connect, token
+):
+    replica = await gateway_process("a").start()
+    client = await connect(replica.ws_url, token())
+    await client.request({"type": "subscribe", "channel": "user:bob", "id": "corr-7"})
+    replica.stop()
+    entries = [json.loads(line) for line in replica.log_path.read_text().splitlines()]
+    listening = next(e for e in entries if e["message"] == "listening")
+    assert listening["loop"].startswith("uvloop")
+    refusal = next(e for e in entries if e.get("code") == "forbidden")
+    assert refusal["frame_id"] == "corr-7"
+    assert refusal["connection"]
+    assert {"time", "level", "logger", "message"} <= refusal.keys()
