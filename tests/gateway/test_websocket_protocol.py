@@ -501,3 +501,25 @@ async def test_a_fault_inside_the_gateway_closes_one_connection_with_1011_only(
     await victim.send({"type": "subscribe", "channel": "agent:bug"})
     assert await victim.close_code() == CloseCode.INTERNAL_ERROR
     assert (await bystander.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_a_frame_just_under_the_default_limit_is_published(gateway, connect, token):
+    client = await connect(gateway.ws_url, token())
+    payload = "p" * (1024 * 1024 - 200)
+    await client.request({"type": "subscribe", "channel": "agent:big"})
+    ack = await client.request({"type": "publish", "channel": "agent:big", "payload": payload})
+    assert ack["type"] == "published", ack
+    assert (await client.recv())["payload"] == payload
+
+
+async def test_a_message_over_the_nats_max_payload_is_message_too_large(
+    gateway_factory, make_config, connect, token
+):
+    # The gateway allows 16 MiB frames, the NATS server only 8 MiB messages.
+    running = await gateway_factory(make_config(limits={"max_message_bytes": 16 * 1024 * 1024}))
+    client = await connect(running.ws_url, token())
+    reply = await client.request(
+        {"type": "publish", "channel": "agent:big", "payload": "p" * (9 * 1024 * 1024)}
+    )
+    assert reply["code"] == "message_too_large"
+    assert "max_payload" in reply["message"]
