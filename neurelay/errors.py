@@ -10,6 +10,7 @@ One root, so callers can catch everything of ours and nothing else::
     │   └── PayloadTooLarge  the message exceeds what NATS accepts (its max_payload)
     └── ClientError          raised by `neurelay.client`
         ├── ServerError      the gateway answered with an `error` frame; carries its code
+        ├── RequestTimeout   no reply (or no connection) within the client's request timeout
         └── ConnectionLost   the WebSocket closed and the client was told not to reconnect
 
 Third-party exceptions are mapped to these at the module that talks to the
@@ -75,6 +76,10 @@ class ServerError(ClientError):
         self.code = code
         self.message = message
         self.channel = channel
+
+
+class RequestTimeout(ClientError):
+    """No reply, or no connection to send on, within the request timeout."""
 
 
 class ConnectionLost(ClientError):

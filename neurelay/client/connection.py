@@ -23,12 +23,13 @@ from typing import Any
 
 import aiohttp
 
-from neurelay.errors import ConnectionLost, ServerError
+from neurelay.errors import ConnectionLost, RequestTimeout, ServerError
 from neurelay.protocol.codecs import CODECS, JSON_SUBPROTOCOL, Codec
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
 # Close codes after which reconnecting cannot help without the caller doing something.
 _FINAL_ERRORS = frozenset({"auth_failed"})
+_SUBSCRIPTION_ENDING_ERRORS = frozenset({"forbidden", "invalid_channel"})
 log = logging.getLogger("neurelay.client")
 
 
@@ -71,8 +72,8 @@ class Subscription:
         wants_history = self._since is not None or self._last is not None
         if self._acknowledged and not (wants_history and self.last_seq < self._position):
             frame["since"] = max(self.last_seq, self._position)
-        elif self._since is not None:
-            frame["since"] = max(self._since, self.last_seq)
+        elif self._since is not None or self.last_seq:
+            frame["since"] = max(self._since or 0, self.last_seq)
         elif self._last is not None:
             frame["last"] = self._last
         return frame
@@ -159,6 +160,9 @@ class Client:
         self._http = aiohttp.ClientSession()
         try:
             await self._open()
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            await self._http.close()
+            raise ConnectionLost(f"cannot connect to {self.url}: {e}") from e
         except BaseException:
             await self._http.close()
             raise
@@ -188,8 +192,16 @@ class Client:
             token = await self._token_value()
             reply = await self._exchange_direct({"type": "authenticate", "token": token})
             self.user = reply.get("user")
-            for subscription in self._subscriptions.values():
-                await self._exchange_direct(subscription._request(), subscription=subscription)
+            for channel, subscription in list(self._subscriptions.items()):
+                try:
+                    await self._exchange_direct(subscription._request(), subscription=subscription)
+                except ServerError as e:
+                    if e.code not in _SUBSCRIPTION_ENDING_ERRORS:
+                        raise
+                    # The new token (or configuration) no longer allows it: end it, go on.
+                    log.warning("subscription to %s ended: %s", channel, e)
+                    del self._subscriptions[channel]
+                    subscription._end()
         except BaseException:
             await ws.close()
             raise
@@ -226,6 +238,17 @@ class Client:
             self._dispatch(incoming)
 
     async def _run(self) -> None:
+        try:
+            await self._serve()
+        except Exception as e:
+            log.exception("client stopped")
+            self._fatal = self._fatal or ConnectionLost(f"client failed: {e}")
+        finally:
+            for subscription in self._subscriptions.values():
+                subscription._end()
+            self._fail_pending(self._fatal or ConnectionLost("connection closed"))
+
+    async def _serve(self) -> None:
         attempt = 0
         while not self._closed:
             assert self._ws is not None
@@ -249,15 +272,12 @@ class Client:
                         self._fatal = e
                         self._closed = True
                         break
-                except (TimeoutError, aiohttp.ClientError, OSError, ConnectionLost) as e:
+                except Exception as e:  # any failure to reconnect is retried after back-off
                     log.info("reconnect failed: %s", e)
                 else:
                     attempt = 0
                     self.reconnects += 1
                     break
-        for subscription in self._subscriptions.values():
-            subscription._end()
-        self._fail_pending(self._fatal or ConnectionLost("connection closed"))
 
     def _dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -318,7 +338,10 @@ class Client:
                 raise self._fatal
             if self._closed:
                 raise ConnectionLost("client closed")
-            await asyncio.wait_for(self._connected.wait(), self._request_timeout)
+            try:
+                await asyncio.wait_for(self._connected.wait(), self._request_timeout)
+            except TimeoutError:
+                raise RequestTimeout(f"not connected within {self._request_timeout}s") from None
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self._pending[frame_id] = future
             try:
@@ -328,6 +351,8 @@ class Client:
                 if retry:
                     continue
                 raise ConnectionLost("connection lost before the reply") from None
+            except TimeoutError:
+                raise RequestTimeout(f"no reply within {self._request_timeout}s") from None
             finally:
                 self._pending.pop(frame_id, None)
             if reply.get("type") == "error":

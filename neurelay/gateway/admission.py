@@ -40,7 +40,7 @@ class ConnectionRegistry:
 
     async def acquire(self, user: str, connection_id: str) -> bool:
         limits = self._live.config.limits
-        if len(self._local[user]) >= limits.connections_per_user:
+        if len(self._local.get(user, ())) >= limits.connections_per_user:
             return False
         granted = True
 

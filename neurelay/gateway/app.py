@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from neurelay.errors import BusError
@@ -64,8 +66,10 @@ async def _start(app: web.Application) -> None:
 
 
 async def _close_connections(app: web.Application) -> None:
-    for conn in list(app[GATEWAY_KEY].connections):
-        await conn.close(CloseCode.GOING_AWAY, "server shutting down")
+    connections = list(app[GATEWAY_KEY].connections)
+    await asyncio.gather(
+        *(c.close(CloseCode.GOING_AWAY, "server shutting down") for c in connections)
+    )
 
 
 async def _stop(app: web.Application) -> None:

@@ -10,11 +10,10 @@ the per-user connection limit. Any nats-py exception is turned into
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -28,11 +27,15 @@ from nats.js.kv import KeyValue
 
 from neurelay.config import NamespaceSettings, NatsSettings
 from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge
-from neurelay.protocol.channels import Channel, live_subject, stored_subject, stream_name
+from neurelay.gateway import replaying
+from neurelay.gateway.replaying import History
+from neurelay.protocol.channels import Channel, live_subject, stored_subject
 from neurelay.streams import desired_stream
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
 LEASE_BUCKET_TTL_SECONDS = 86_400.0
+MAX_CONCURRENT_REPLAYS = 32
+T = TypeVar("T")
 _UNAVAILABLE = (
     nats.errors.ConnectionClosedError,
     nats.errors.NoServersError,
@@ -44,21 +47,6 @@ _UNAVAILABLE = (
     asyncio.TimeoutError,
     OSError,
 )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as kept in a stream: its sequence and the envelope published."""
-
-    seq: int
-    data: bytes
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class History:
-    messages: list[StoredMessage]
-    recovered: bool
-    last_seq: int
 
 
 def envelope(payload: Any, message_id: str | int | None, timestamp_ms: int, user: str) -> bytes:
@@ -76,6 +64,8 @@ class Bus:
         self._nc: NatsClient | None = None
         self._kv: KeyValue | None = None
         self.on_reconnected: Callable[[], Awaitable[None]] | None = None
+        # History reads in flight at once; more wait, so replays cannot swamp JetStream.
+        self._replays = asyncio.Semaphore(MAX_CONCURRENT_REPLAYS)
         self.reconnects = 0
 
     # -- connection ------------------------------------------------------------------------
@@ -193,6 +183,8 @@ class Bus:
             await nc.flush(timeout=math.ceil(self.settings.request_timeout_seconds))
         except _UNAVAILABLE as e:
             raise BusUnavailable(f"cannot subscribe: {e}") from e
+        except nats.errors.Error as e:
+            raise BusError(f"cannot subscribe: {e}") from e
         return subscription
 
     async def unfollow(self, subscription: Subscription) -> None:
@@ -206,62 +198,37 @@ class Bus:
     async def history(
         self, channel: Channel, since: int | None, last: int | None, limit: int
     ) -> History:
-        """Retained messages after `since`, or the last `last`; at most `limit` of them."""
-        first = await self._next(channel, 1)
-        if first is None:
-            return History([], recovered=since in (None, 0), last_seq=0)
-        if since is not None:
-            recovered = since == 0 or first.seq <= since
-            start = first if first.seq > since else await self._next(channel, since + 1)
-            messages = await self._collect(channel, start, limit)
-        else:
-            everything = await self._collect(channel, first, None)
-            messages = everything[-(last or 0) :] if last else []
-            recovered = True
-        last_seq = messages[-1].seq if messages else await self.last_seq(channel)
-        return History(messages, recovered, last_seq)
+        """Retained messages after `since` (at most `limit`), or the last `last` of them."""
+        async with self._replays:
+            return await self._replaying(
+                replaying.history(
+                    self._client(),
+                    self.prefix,
+                    channel,
+                    since,
+                    last,
+                    limit,
+                    self.settings.request_timeout_seconds,
+                )
+            )
 
     async def last_seq(self, channel: Channel) -> int:
         """Sequence of the newest retained message on the channel, 0 if none."""
-        js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
-        try:
-            msg = await js.get_last_msg(
-                stream_name(self.prefix, channel.namespace), stored_subject(self.prefix, channel)
+        newest = await self._replaying(
+            replaying.last_message(
+                self._client(), self.prefix, channel, self.settings.request_timeout_seconds
             )
-        except nats.js.errors.NotFoundError:
-            return 0
+        )
+        return newest.seq if newest is not None else 0
+
+    @staticmethod
+    async def _replaying(work: Awaitable[T]) -> T:
+        try:
+            return await work
         except _UNAVAILABLE as e:
             raise BusUnavailable(f"history unavailable: {e}") from e
-        except nats.errors.Error as e:
+        except (nats.errors.Error, replaying.ReplayError) as e:
             raise BusError(f"history failed: {e}") from e
-        return msg.seq or 0
-
-    async def _collect(
-        self, channel: Channel, start: StoredMessage | None, limit: int | None
-    ) -> list[StoredMessage]:
-        found: list[StoredMessage] = []
-        current = start
-        while current is not None and (limit is None or len(found) < limit):
-            found.append(current)
-            current = await self._next(channel, current.seq + 1)
-        return found
-
-    async def _next(self, channel: Channel, seq: int) -> StoredMessage | None:
-        js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
-        try:
-            msg = await js.get_msg(
-                stream_name(self.prefix, channel.namespace),
-                seq=seq,
-                next=True,
-                subject=stored_subject(self.prefix, channel),
-            )
-        except nats.js.errors.NotFoundError:
-            return None
-        except _UNAVAILABLE as e:
-            raise BusUnavailable(f"history unavailable: {e}") from e
-        except nats.errors.Error as e:
-            raise BusError(f"history failed: {e}") from e
-        return StoredMessage(msg.seq or 0, msg.data or b"")
 
     # -- connection leases -------------------------------------------------------------------
 

@@ -10,15 +10,15 @@ No protocol rule lives here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
+import logging
 import os
 import time
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
-from yarl import URL
 
 from neurelay.errors import BusError, ProtocolError
 from neurelay.gateway.outbox import Outbox
@@ -57,10 +57,15 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
+    """Same-origin (the Origin's host and port are the Host header's), or allowed by pattern."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    if URL(origin).host == request.url.host:
+    try:
+        authority = urlsplit(origin).netloc.lower()
+    except ValueError:
+        return False
+    if authority and authority == request.host.lower():
         return True
     return any(fnmatchcase(origin, pattern) for pattern in allowed)
 
@@ -115,7 +120,16 @@ class Connection:
                 code = ErrorCode.TOO_MANY_CONNECTIONS
                 self.gateway.metrics.rejections.labels(code.value).inc()
                 return error_response(429, code, "user holds too many connections")
-        await self.ws.prepare(self.request)
+        try:
+            await self.ws.prepare(self.request)
+        except BaseException as e:
+            # The client went away during the upgrade: its admission must not linger.
+            if self._admitted_user is not None:
+                await self.gateway.registry.release(self._admitted_user, self.id)
+            if isinstance(e, ConnectionResetError):
+                self.gateway.metrics.upgrades_abandoned.inc()
+                return web.Response(status=400)  # nobody is left to read it
+            raise
         gateway = self.gateway
         gateway.connections.add(self)
         gateway.metrics.connections.inc()
@@ -146,10 +160,14 @@ class Connection:
             self._timer.cancel()
         gateway.connections.discard(self)
         gateway.metrics.connections.dec()
+        if self._closing is not None and self._closing is not asyncio.current_task():
+            await asyncio.wait({self._closing})
         self.outbox.close()
         writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await asyncio.wait({writer})
+        if not writer.cancelled() and writer.exception() is not None:
+            # The socket broke under the writer; the rest of the clean-up must still run.
+            self.log.debug("writer ended: %r", writer.exception(), extra={"connection": self.id})
         await gateway.hub.drop(self.outbox, list(self.session.subscriptions.values()))
         if self._admitted_user is not None:
             await gateway.registry.release(self._admitted_user, self.id)
@@ -186,7 +204,10 @@ class Connection:
     def _send(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "error":
             self.gateway.metrics.rejections.labels(frame["code"]).inc()
-            self.log.info(
+            # A flood of rate-limited frames must not become a flood of log lines.
+            level = logging.DEBUG if frame["code"] == "rate_limited" else logging.INFO
+            self.log.log(
+                level,
                 "refused: %s",
                 frame["message"],
                 extra={"connection": self.id, "frame_id": frame.get("id"), "code": frame["code"]},

@@ -88,7 +88,7 @@ async def history(request: web.Request) -> web.Response:
         channel = parse_channel(request.match_info["channel"])
         authorize_subscribe(gateway.live, principal, channel)
         namespace = gateway.live.config.namespaces[channel.namespace]
-        since = _query_int(request, "since", 0, 0, 2**64 - 1)
+        since = _query_int(request, "since", 0, 0, 2**53 - 1)
         depth = max(namespace.history_messages, 1)
         limit = _query_int(request, "limit", depth, 1, depth)
         if not namespace.keeps_history:

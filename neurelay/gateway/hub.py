@@ -25,9 +25,11 @@ import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from neurelay.gateway.bus import Bus, History
+from neurelay.errors import BusError
+from neurelay.gateway.bus import Bus
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox
+from neurelay.gateway.replaying import History
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol import frames
 from neurelay.protocol.channels import Channel
@@ -71,6 +73,7 @@ class Hub:
         self._log = logger
         self._feeds: dict[str, Feed] = {}
         self._opening: dict[str, asyncio.Future[Feed]] = {}
+        self._repairs: dict[str, asyncio.Task[None]] = {}
 
     @property
     def channel_count(self) -> int:
@@ -107,6 +110,9 @@ class Hub:
             if frame is not None:
                 outbox.send(frame)
             follower.last_seq = stored.seq
+        # Whatever the client already has (`since`) or did not ask for (before a plain
+        # subscription) must not come again from the live backlog.
+        follower.last_seq = max(follower.last_seq, since or 0)
         if since is None and last is None:
             follower.last_seq = max(follower.last_seq, history.last_seq)
         backlog, follower.backlog = follower.backlog or [], None
@@ -133,12 +139,19 @@ class Hub:
             await self.unfollow(outbox, channel)
 
     async def _feed(self, channel: Channel) -> Feed:
-        feed = self._feeds.get(channel.name)
-        if feed is not None:
-            return feed
-        pending = self._opening.get(channel.name)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while True:
+            feed = self._feeds.get(channel.name)
+            if feed is not None:
+                return feed
+            pending = self._opening.get(channel.name)
+            if pending is None:
+                return await self._open_once(channel)
+            feed = await asyncio.shield(pending)
+            if self._feeds.get(channel.name) is feed:
+                return feed
+            # Opened and closed again while we waited: look again.
+
+    async def _open_once(self, channel: Channel) -> Feed:
         future: asyncio.Future[Feed] = asyncio.get_running_loop().create_future()
         self._opening[channel.name] = future
         try:
@@ -160,13 +173,16 @@ class Hub:
         async def on_message(msg: Msg) -> None:
             await self._on_live(feed, msg)
 
-        feed.subscription = await self._bus.follow(channel, on_message)
-        if feed.keeps_history:
-            try:
-                feed.last_seq = await self._bus.last_seq(channel)
-            except BaseException:
-                await self._bus.unfollow(feed.subscription)
-                raise
+        # Held until the feed knows where the channel stands, so a live message arriving
+        # meanwhile is judged against the right sequence instead of looking like a gap.
+        async with feed.lock:
+            feed.subscription = await self._bus.follow(channel, on_message)
+            if feed.keeps_history:
+                try:
+                    feed.last_seq = await self._bus.last_seq(channel)
+                except BaseException:
+                    await self._bus.unfollow(feed.subscription)
+                    raise
         self._feeds[channel.name] = feed
         self._metrics.channels.set(len(self._feeds))
         return feed
@@ -190,21 +206,24 @@ class Hub:
         seq = int(headers["Nats-Sequence"])
         previous = int(headers.get("Nats-Last-Sequence", "0"))
         async with feed.lock:
-            if previous > feed.last_seq:
-                await self._repair(feed, until=seq)
+            if previous > feed.last_seq and not await self._repair(feed, until=seq):
+                # Never step over a gap: this message stays in the stream and the retry
+                # delivers it after the ones before it.
+                self._retry_repair(feed)
+                return
             if seq > feed.last_seq:
                 feed.last_seq = seq
                 self._deliver(feed, seq, msg.data)
 
-    async def _repair(self, feed: Feed, until: int | None) -> None:
+    async def _repair(self, feed: Feed, until: int | None) -> bool:
         """Deliver what the stream holds after `feed.last_seq` (and before `until`)."""
         try:
             history = await self._bus.history(
                 feed.channel, feed.last_seq, None, limit=self._history_limit(feed.channel)
             )
-        except Exception as e:
-            self._log.warning("gap on %s not repaired: %s", feed.channel.name, e)
-            return
+        except BusError as e:
+            self._log.warning("gap on %s not repaired yet: %s", feed.channel.name, e)
+            return False
         for stored in history.messages:
             if until is not None and stored.seq >= until:
                 break
@@ -212,6 +231,31 @@ class Hub:
                 feed.last_seq = stored.seq
                 self._metrics.gaps_repaired.inc()
                 self._deliver(feed, stored.seq, stored.data)
+        return True
+
+    def _retry_repair(self, feed: Feed) -> None:
+        if feed.channel.name not in self._repairs:
+            self._repairs[feed.channel.name] = asyncio.create_task(
+                self._repair_until_done(feed), name=f"neurelay-repair-{feed.channel.name}"
+            )
+
+    async def _repair_until_done(self, feed: Feed) -> None:
+        delay = 0.2
+        try:
+            while self._feeds.get(feed.channel.name) is feed:
+                await asyncio.sleep(delay)
+                async with feed.lock:
+                    if await self._repair(feed, until=None):
+                        return
+                delay = min(delay * 2, 5.0)
+        finally:
+            self._repairs.pop(feed.channel.name, None)
+
+    async def close(self) -> None:
+        """Stop pending repairs (the gateway is stopping)."""
+        for task in list(self._repairs.values()):
+            task.cancel()
+        await asyncio.gather(*self._repairs.values(), return_exceptions=True)
 
     def _history_limit(self, channel: Channel) -> int:
         namespace = self._live.config.namespaces.get(channel.namespace)
@@ -222,7 +266,8 @@ class Hub:
         for feed in list(self._feeds.values()):
             if feed.keeps_history:
                 async with feed.lock:
-                    await self._repair(feed, until=None)
+                    if not await self._repair(feed, until=None):
+                        self._retry_repair(feed)
 
     def _deliver(self, feed: Feed, seq: int, data: bytes) -> None:
         started = time.perf_counter()
@@ -234,7 +279,10 @@ class Hub:
         delivered = 0
         for follower in list(feed.followers.values()):
             if follower.backlog is not None:
-                follower.backlog.append((seq, frame))
+                if len(follower.backlog) >= self._live.config.limits.send_queue_frames:
+                    follower.outbox.overflow()  # too far behind while its history is read
+                else:
+                    follower.backlog.append((seq, frame))
                 continue
             if seq and seq <= follower.last_seq:
                 continue

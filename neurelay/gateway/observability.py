@@ -58,6 +58,11 @@ class Metrics:
             "Messages recovered from JetStream after a live gap.",
             registry=r,
         )
+        self.upgrades_abandoned = Counter(
+            "neurelay_upgrades_abandoned",
+            "WebSocket upgrades the client dropped before they completed.",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "neurelay_config_reloads", "Configuration reloads, by result.", ["result"], registry=r
         )

@@ -50,13 +50,20 @@ class Outbox:
             len(self._frames) >= limits.send_queue_frames
             or self._queued_bytes + size > limits.send_queue_bytes
         ):
-            self.close()
-            self._frames.clear()
-            self._on_overflow()
+            self.overflow()
             return
         self._frames.append(data)
         self._queued_bytes += size
         self._wakeup.set()
+
+    def overflow(self) -> None:
+        """The client cannot keep up: drop what is queued and have the connection closed."""
+        if self.closed:
+            return
+        self.close()
+        self._frames.clear()
+        self._queued_bytes = 0
+        self._on_overflow()
 
     def send(self, frame: Mapping[str, Any]) -> None:
         self.push(self.codec.encode(frame))

@@ -47,16 +47,26 @@ class Gateway:
         """Start connecting to NATS in the background; the listener may serve meanwhile."""
         self._tasks.append(asyncio.create_task(self._connect(), name="neurelay-nats-connect"))
 
-    async def wait_until_connected(self, timeout: float) -> None:
+    async def wait_until_connected(self, timeout: float | None) -> None:
         await asyncio.wait_for(self._nats_ready.wait(), timeout)
 
     async def _connect(self) -> None:
         await self.bus.connect()
-        await self._prepare_nats()
-        self._nats_ready.set()
         self._tasks.append(
             asyncio.create_task(self.registry.renew_forever(), name="neurelay-lease-renewal")
         )
+        delay = 0.2
+        while True:
+            try:
+                await self._prepare_nats()
+            except BusError as e:
+                # JetStream may still be electing a leader, or be briefly out of reach.
+                self.log.warning("JetStream set-up failed, retrying in %.1fs: %s", delay, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                self._nats_ready.set()
+                return
 
     async def _prepare_nats(self) -> None:
         config = self.live.config
@@ -76,9 +86,10 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.hub.close()
         await self.bus.close()
 
     @property

@@ -48,20 +48,28 @@ async def serve(
         if config_path is not None
         else None
     )
+    announcer = asyncio.create_task(_announce(gateway, port, on_ready), name="neurelay-ready")
     try:
-        if on_ready is not None:
-            on_ready(port)
         stop_signal = await received
         if stop_signal is signal.SIGTERM:
             await drain(gateway, gateway.live.config.drain.period_seconds)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        for task in (announcer, watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await runner.cleanup()
+
+
+async def _announce(gateway: Gateway, port: int, on_ready: Callable[[int], None] | None) -> None:
+    """Tell `on_ready` once NATS and the streams are set up, so the first client succeeds."""
+    await gateway.wait_until_connected(timeout=None)
+    gateway.log.info("ready", extra={"port": port})
+    if on_ready is not None:
+        on_ready(port)
 
 
 def _resolve(future: asyncio.Future[signal.Signals], sig: signal.Signals) -> None:

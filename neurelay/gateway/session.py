@@ -99,15 +99,7 @@ class Session:
     def receive(self, data: bytes | str, now: float) -> list[Action]:
         """Handle one client frame."""
         limits = self.live.config.limits
-        size = _byte_length(data)
-        if size > limits.max_message_bytes:
-            return [
-                _error(
-                    ErrorCode.MESSAGE_TOO_LARGE,
-                    f"frame of {size} bytes exceeds max_message_bytes={limits.max_message_bytes}",
-                )
-            ]
-        # Counted before decoding, so a flood of frames, valid or not, costs no parsing.
+        # Counted before anything else, so a flood of frames, valid or not, costs no parsing.
         burst = limits.burst or max(1.0, limits.messages_per_second)
         if not self._bucket.take(now, limits.messages_per_second, burst):
             return [
@@ -116,16 +108,27 @@ class Session:
                     f"more than {limits.messages_per_second:g} frames per second; frame dropped",
                 )
             ]
+        size = _byte_length(data)
+        if size > limits.max_message_bytes:
+            return [
+                _error(
+                    ErrorCode.MESSAGE_TOO_LARGE,
+                    f"frame of {size} bytes exceeds max_message_bytes={limits.max_message_bytes}",
+                )
+            ]
         try:
             frame = frames.parse_client_frame(self.codec.decode(data))
         except ProtocolError as e:
             return [Send(frames.error_from(e))]
+        # Expiry noticed on a frame is announced as it would be by `tick`, then the frame
+        # is answered (refused with token_expired unless it is authenticate or ping).
+        notices = self.tick(now) if self.phase is Phase.ACTIVE else []
         try:
-            return self._dispatch(frame, size, now)
+            return notices + self._dispatch(frame, size, now)
         except ProtocolError as e:
             if e.frame_id is None:
                 e.frame_id = frame.id
-            return [Send(frames.error_from(e))]
+            return [*notices, Send(frames.error_from(e))]
 
     def admitted(
         self,
@@ -157,7 +160,7 @@ class Session:
         if self.auth_deadline is not None and now >= self.auth_deadline:
             return [Close(CloseCode.AUTH_TIMEOUT, "authentication timeout")]
         if self.phase is Phase.ACTIVE and self.principal and now >= self.principal.expires_at:
-            return [self._expire(now, None)]
+            return [self._expire(now)]
         return []
 
     def next_deadline(self) -> float | None:
@@ -175,7 +178,7 @@ class Session:
             return [Send(frames.pong(frame.id))]
         if isinstance(frame, frames.Authenticate):
             return self._authenticate(frame, now)
-        principal = self._require_principal(frame.id, now)
+        principal = self._require_principal()
         if isinstance(frame, frames.Subscribe):
             return self._subscribe(principal, frame)
         if isinstance(frame, frames.Unsubscribe):
@@ -217,24 +220,20 @@ class Session:
         )
         return actions
 
-    def _require_principal(self, frame_id: FrameId | None, now: float) -> auth.Principal:
+    def _require_principal(self) -> auth.Principal:
         if self.principal is None:
             raise ProtocolError(ErrorCode.UNAUTHENTICATED, "authenticate first")
-        if self.phase is Phase.ACTIVE and now >= self.principal.expires_at:
-            self._expire(now, frame_id)
         if self.phase is Phase.EXPIRED:
             raise ProtocolError(
                 ErrorCode.TOKEN_EXPIRED, "token has expired; authenticate again with a fresh one"
             )
         return self.principal
 
-    def _expire(self, now: float, frame_id: FrameId | None) -> Send:
+    def _expire(self, now: float) -> Send:
         self.phase = Phase.EXPIRED
         self.auth_deadline = now + self.live.config.limits.auth_timeout_seconds
         return _error(
-            ErrorCode.TOKEN_EXPIRED,
-            "token has expired; authenticate again with a fresh one",
-            frame_id,
+            ErrorCode.TOKEN_EXPIRED, "token has expired; authenticate again with a fresh one"
         )
 
     def _subscribe(self, principal: auth.Principal, frame: frames.Subscribe) -> list[Action]:

@@ -115,7 +115,7 @@ def _build(kind: str, obj: dict[Any, Any], frame_id: FrameId | None) -> ClientFr
             )
         check_json_value(obj["payload"])
         return Publish(frame_id, channel, obj["payload"])
-    since = _optional_int(obj, "since", minimum=0, maximum=2**64 - 1)
+    since = _optional_int(obj, "since", minimum=0, maximum=_MAX_SAFE_INT)
     last = _optional_int(obj, "last", minimum=1, maximum=MAX_LAST)
     if since is not None and last is not None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "give 'since' or 'last', not both")

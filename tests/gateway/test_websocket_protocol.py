@@ -523,3 +523,99 @@ async def test_a_message_over_the_nats_max_payload_is_message_too_large(
     )
     assert reply["code"] == "message_too_large"
     assert "max_payload" in reply["message"]
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://[", "http://127.0.0.1:1", "https://evil.example", "null"]
+)
+async def test_malformed_or_foreign_origin_is_403(gateway, origin):
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as raised:
+            await session.ws_connect(gateway.ws_url, headers={"Origin": origin})
+    assert raised.value.status == 403
+
+
+async def test_same_origin_page_may_connect(gateway):
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(
+            gateway.ws_url, headers={"Origin": f"http://127.0.0.1:{gateway.port}"}
+        )
+        await ws.close()
+
+
+async def test_upgrades_abandoned_by_the_client_do_not_use_up_the_connection_limit(
+    gateway_factory, make_config, connect, token
+):
+    running = await gateway_factory(make_config(limits={"connections_per_user": 2}))
+    request = (
+        f"GET /ws?token={token()} HTTP/1.1\r\nHost: 127.0.0.1:{running.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ).encode()
+    for _ in range(6):
+        _, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(request)
+        writer.transport.abort()
+    abandoned = running.gateway.metrics.upgrades_abandoned
+    for _ in range(200):
+        handled = (
+            abandoned._value.get()
+            + running.gateway.metrics.rejections.labels("too_many_connections")._value.get()
+        )
+        if handled >= 6 and not running.gateway.connections:
+            break
+        await asyncio.sleep(0.05)
+    assert running.gateway.registry.count("alice") == 0
+    await connect(running.ws_url, token())
+    await connect(running.ws_url, token())
+
+
+async def test_resume_after_the_stream_was_recreated_reports_not_recovered(gateway, connect, token):
+    import nats as nats_client
+
+    from neurelay.protocol.channels import stream_name
+    from neurelay.streams import desired_stream
+
+    client = await connect(gateway.ws_url, token())
+    seqs = [
+        (await client.request({"type": "publish", "channel": "agent:re", "payload": n}))["seq"]
+        for n in range(5)
+    ]
+    config = gateway.gateway.live.config
+    prefix = config.nats.subject_prefix
+    nc = await nats_client.connect(config.nats.servers[0])
+    js = nc.jetstream()
+    await js.delete_stream(stream_name(prefix, "agent"))
+    await js.add_stream(desired_stream(prefix, "agent", config.namespaces["agent"]))
+    await nc.close()
+    fresh = await client.request({"type": "publish", "channel": "agent:re", "payload": "new"})
+    assert fresh["seq"] < seqs[-1]
+    reply = await client.request({"type": "subscribe", "channel": "agent:re", "since": seqs[-1]})
+    assert reply["recovered"] is False
+    assert (await client.recv())["payload"] == "new"
+
+
+async def test_gateway_started_before_nats_becomes_ready_when_nats_arrives(own_nats, make_config):
+    own_nats.stop()
+    from aiohttp import web
+
+    from neurelay.gateway.app import create_app
+    from neurelay.gateway.runtime import Gateway
+    from tests.conftest import RunningGateway
+
+    gateway = Gateway(make_config(nats_url=own_nats.url))
+    runner = web.AppRunner(create_app(gateway), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    running = RunningGateway(gateway, runner, runner.addresses[0][1])
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(running.http_url + "/readyz") as response:
+                assert response.status == 503
+            own_nats.start()
+            await gateway.wait_until_connected(30)
+            async with http.get(running.http_url + "/readyz") as response:
+                assert response.status == 200
+    finally:
+        await running.stop()

@@ -287,7 +287,7 @@ def test_huge_channel_is_invalid_channel_without_echoing_it() -> None:
 # -- subscribe: since / last ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("since", [0, 1, 2**53, 2**64 - 1])
+@pytest.mark.parametrize("since", [0, 1, 2**32, 2**53 - 1])
 def test_since_within_bounds_is_accepted(since: int) -> None:
     frame = parse_client_frame({"type": "subscribe", "channel": "agent:1", "since": since})
 
@@ -307,7 +307,7 @@ def test_last_within_bounds_is_accepted(last: int) -> None:
     ("field", "value"),
     [
         ("since", -1),
-        ("since", 2**64),
+        ("since", 2**53),
         ("since", True),
         ("since", False),
         ("since", 1.0),
