@@ -138,7 +138,11 @@ def values_schema() -> dict[str, Any]:
                             "labels": _STRING_MAP,
                         },
                         "Prometheus Operator ServiceMonitors.",
-                    )
+                    ),
+                    "grafanaDashboard": _section(
+                        {"enabled": {"type": "boolean"}, "labels": _STRING_MAP},
+                        "A ConfigMap with the Grafana dashboard of the gateways.",
+                    ),
                 },
                 "Metrics scraping.",
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ MATRIX = {
         "operator.watchNamespace=team-a",
         "--set",
         "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
     ],
 }
 
@@ -143,6 +146,18 @@ def test_watching_one_namespace_uses_a_role_there_and_service_monitors_are_optio
     (deployment,) = by_kind(objects, "Deployment")
     assert "--namespace=team-a" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert len(by_kind(objects, "ServiceMonitor")) == 2
+    (dashboard,) = [
+        c for c in by_kind(objects, "ConfigMap") if "dashboard" in c["metadata"]["name"]
+    ]
+    panels = json.loads(dashboard["data"]["neurelay-gateways.json"])["panels"]
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    for metric in (
+        "neurelay_connections",
+        "neurelay_messages_out_total",
+        "neurelay_fanout_seconds_bucket",
+        "neurelay_rejections_total",
+    ):
+        assert metric in exprs
 
 
 def test_no_gateway_renders_only_the_operator(control_plane_bin: Path):
