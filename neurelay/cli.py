@@ -112,11 +112,12 @@ def _dev(args: argparse.Namespace) -> int:
                 f"  JWT secret: {secret}\n"
                 f"  token (user 'dev', all channels, 24 h):\n    {token}\n"
                 f"  try:  NEURELAY_URL={url} NEURELAY_TOKEN=<token> neurelay sub system\n"
+                f"  console: http://{args.host}:{port}/console\n"
                 f"Press Ctrl-C to stop.",
                 flush=True,
             )
 
-        run(serve(config, on_ready=ready))
+        run(serve(config, on_ready=ready, dev_token=token))
     print("neurelay dev: stopped", flush=True)
     return 0
 

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from neurelay.errors import BusError
-from neurelay.gateway import connection, http_api
+from neurelay.gateway import connection, console, http_api
 from neurelay.gateway.connection import GATEWAY_KEY
 from neurelay.gateway.runtime import Gateway
 from neurelay.protocol.codes import CloseCode
@@ -40,7 +40,7 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def create_app(gateway: Gateway) -> web.Application:
+def create_app(gateway: Gateway, *, dev_token: str | None = None) -> web.Application:
     app = web.Application(
         client_max_size=gateway.live.config.limits.max_message_bytes + _BODY_SLACK
     )
@@ -55,6 +55,7 @@ def create_app(gateway: Gateway) -> web.Application:
             web.get("/api/v1/channels/{channel}/history", http_api.history),
         ]
     )
+    console.install(app, dev_token=dev_token)
     app.on_startup.append(_start)
     app.on_shutdown.append(_close_connections)
     app.on_cleanup.append(_stop)

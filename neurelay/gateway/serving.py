@@ -27,10 +27,13 @@ async def serve(
     config_path: Path | None = None,
     *,
     on_ready: Callable[[int], None] | None = None,
+    dev_token: str | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT; `on_ready` receives the bound port."""
     gateway = Gateway(config)
-    runner = web.AppRunner(create_app(gateway), handle_signals=False, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        create_app(gateway, dev_token=dev_token), handle_signals=False, shutdown_timeout=5.0
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()

@@ -369,7 +369,9 @@ export class Client {
     this._ws = ws;
     ws.onmessage = (event) => this._receive(ws, event.data);
     ws.onclose = (event) => this._lost(ws, event.code, event.reason);
-    ws.onerror = null;
+    // A close event follows every error; the handler stays so that emitters (the `ws`
+    // package) do not treat the error as unhandled.
+    ws.onerror = () => {};
     try {
       const token = await this._tokenValue();
       const reply = await this._setup({ type: "authenticate", token });

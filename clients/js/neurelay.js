@@ -1,0 +1,1 @@
+../../neurelay/gateway/static/neurelay.js
