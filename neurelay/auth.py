@@ -20,7 +20,7 @@ from typing import Any
 
 import jwt
 
-from neurelay.config import AuthSettings
+from neurelay.config import Audience, AuthSettings
 from neurelay.errors import ConfigError, ProtocolError
 from neurelay.protocol.channels import SYSTEM, Channel
 from neurelay.protocol.codes import ErrorCode
@@ -44,16 +44,26 @@ class Principal:
         return int(self.expires_at * 1000)
 
 
-def may_subscribe(principal: Principal, channel: Channel) -> bool:
+def may_subscribe(principal: Principal, channel: Channel, audience: Audience = "token") -> bool:
+    """`audience` is the namespace's `subscribe` setting; `system` and `user` have fixed rules."""
     if channel.namespace == SYSTEM:
         return True
     if channel.namespace == USER_NAMESPACE:
         return channel.id == principal.user
-    return any(fnmatchcase(channel.name, pattern) for pattern in principal.subscribe)
+    return _admits(audience, principal.subscribe, channel)
 
 
-def may_publish(principal: Principal, channel: Channel) -> bool:
-    return any(fnmatchcase(channel.name, pattern) for pattern in principal.publish)
+def may_publish(principal: Principal, channel: Channel, audience: Audience = "token") -> bool:
+    """`audience` is the namespace's `publish` setting."""
+    return _admits(audience, principal.publish, channel)
+
+
+def _admits(audience: Audience, patterns: tuple[str, ...], channel: Channel) -> bool:
+    if audience == "nobody":
+        return False
+    if audience == "authenticated":
+        return True
+    return any(fnmatchcase(channel.name, pattern) for pattern in patterns)
 
 
 class TokenVerifier:

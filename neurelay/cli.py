@@ -1,9 +1,10 @@
-"""The `neurelay` command: run a gateway (`dev`, `gateway`), mint tokens, subscribe, publish.
+"""The `neurelay` command: run a gateway (`dev`, `gateway`) or the operator, mint tokens, sub, pub.
 
 `neurelay dev` is the one-command start: an embedded NATS with JetStream in
 a temporary store, the default namespaces, and a gateway, with a secret and
-a ready-to-use token printed. Client commands read the gateway URL and token
-from options or from NEURELAY_URL and NEURELAY_TOKEN.
+a ready-to-use token printed. `neurelay operator` runs the Kubernetes
+operator. Client commands read the gateway URL and token from options or
+from NEURELAY_URL and NEURELAY_TOKEN.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from neurelay.config import (
     load_config,
 )
 from neurelay.errors import NeurelayError
+from neurelay.operator import running  # light: kopf is imported only when the operator runs
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 
@@ -58,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     gateway = commands.add_parser("gateway", help="run a production gateway against NATS")
     gateway.add_argument("--config", type=Path, help="YAML or JSON file (reloaded on change)")
     gateway.set_defaults(handler=_gateway)
+
+    operator = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    running.add_arguments(operator)
+    operator.set_defaults(handler=running.main_from_args)
 
     token = commands.add_parser("token", help="print a signed HS256 token")
     token.add_argument("--secret", required=True)

@@ -65,6 +65,8 @@ class NatsSettings(_Section):
         return value
 
 
+Audience = Literal["token", "authenticated", "nobody"]
+
 Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"]
 
 
@@ -159,6 +161,18 @@ class NamespaceSettings(_Section):
     replicas: Literal[1, 3, 5] = Field(1, description="JetStream stream replicas.")
     max_message_bytes: int | None = Field(
         None, ge=256, description="Smaller frame limit for this namespace, when set."
+    )
+    subscribe: Audience = Field(
+        "token",
+        description="Who may subscribe. token: users whose token lists a matching channel "
+        "pattern; authenticated: every authenticated user; nobody: no client. `system` stays "
+        "readable by every authenticated user and `user:<id>` by its owner alone.",
+    )
+    publish: Audience = Field(
+        "token",
+        description="Who may publish through the gateway. token: users whose token lists a "
+        "matching publish pattern; authenticated: every authenticated user; nobody: no "
+        "client (only backends publishing to NATS directly).",
     )
 
     @property

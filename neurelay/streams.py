@@ -31,7 +31,10 @@ def desired_stream(prefix: str, namespace: str, settings: NamespaceSettings) -> 
         storage=StorageType.FILE if settings.storage == "file" else StorageType.MEMORY,
         num_replicas=settings.replicas,
         discard=DiscardPolicy.OLD,
-        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        # JetStream refuses a de-duplication window longer than the stream's max age.
+        duplicate_window=min(DUPLICATE_WINDOW_SECONDS, settings.history_max_age_seconds)
+        if settings.history_max_age_seconds
+        else DUPLICATE_WINDOW_SECONDS,
         allow_direct=True,
         republish=RePublish(src=stored, dest=live),
     )

@@ -205,16 +205,12 @@ class Session:
         self.auth_deadline = None
         actions: list[Action] = []
         for name, channel in list(self.subscriptions.items()):
-            if not auth.may_subscribe(principal, channel):
+            try:
+                authorize_subscribe(self.live, principal, channel)
+            except ProtocolError as e:
                 del self.subscriptions[name]
                 actions.append(StopSubscription(channel, None, reply=False))
-                actions.append(
-                    _error(
-                        ErrorCode.FORBIDDEN,
-                        "the new token does not allow this channel",
-                        channel=name,
-                    )
-                )
+                actions.append(_error(e.code, f"no longer allowed: {e.message}", channel=name))
         actions.append(
             Send(frames.authenticated(principal.user, principal.expires_at_ms, frame.id))
         )
@@ -272,8 +268,8 @@ def _known_namespace(live: LiveSettings, channel: Channel) -> NamespaceSettings:
 
 def authorize_subscribe(live: LiveSettings, principal: auth.Principal, channel: Channel) -> None:
     """Raise ProtocolError unless `principal` may read `channel` (WebSocket and HTTP alike)."""
-    _known_namespace(live, channel)
-    if not auth.may_subscribe(principal, channel):
+    namespace = _known_namespace(live, channel)
+    if not auth.may_subscribe(principal, channel, namespace.subscribe):
         raise ProtocolError(
             ErrorCode.FORBIDDEN, "not allowed to subscribe to this channel", channel=channel.name
         )
@@ -284,7 +280,7 @@ def authorize_publish(
 ) -> None:
     """Raise ProtocolError unless `principal` may publish `size` bytes to `channel`."""
     namespace = _known_namespace(live, channel)
-    if not auth.may_publish(principal, channel):
+    if not auth.may_publish(principal, channel, namespace.publish):
         raise ProtocolError(
             ErrorCode.FORBIDDEN, "not allowed to publish to this channel", channel=channel.name
         )

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from neurelay.auth import Principal, mint_token
-from neurelay.config import GatewayConfig
+from neurelay.config import AuthSettings, GatewayConfig, NamespaceSettings
 from neurelay.errors import ProtocolError
 from neurelay.gateway.session import (
     Action,
@@ -715,3 +715,28 @@ def test_replaced_namespaces_apply_to_an_existing_session(now: float) -> None:
     settings.replace(config(namespaces={"conversation": {}}))
 
     assert the_error(subscribe(session, "agent:1", now))["code"] == "invalid_channel"
+
+
+@pytest.mark.parametrize(
+    ("audience", "allowed"), [("token", False), ("authenticated", True), ("nobody", False)]
+)
+def test_namespace_permissions_decide_who_may_publish(now: float, audience: str, allowed: bool):
+    config = GatewayConfig(
+        auth=AuthSettings(secret=SECRET),
+        namespaces={"tasks": NamespaceSettings(history_messages=0, publish=audience)},
+    )
+    session = Session("c", JSON, LiveSettings(config), now)
+    login(session, now, token(now, ttl=60))
+    actions = send(session, {"type": "publish", "channel": "tasks:1", "payload": 1}, now)
+    assert isinstance(actions[0], PublishMessage) is allowed
+
+
+def test_namespace_closed_to_subscribers_refuses_even_a_matching_token(now: float):
+    config = GatewayConfig(
+        auth=AuthSettings(secret=SECRET),
+        namespaces={"tasks": NamespaceSettings(subscribe="nobody")},
+    )
+    session = Session("c", JSON, LiveSettings(config), now)
+    login(session, now, token(now, ttl=60, channels=("tasks:*",)))
+    error = the_error(send(session, {"type": "subscribe", "channel": "tasks:1"}, now))
+    assert error["code"] == "forbidden"

@@ -1,0 +1,37 @@
+"""OperatorSettings: the operator's tunables (intervals, back-off, NATS timeouts, peering).
+
+Passed explicitly to everything that needs them; `neurelay operator`
+builds one from its command-line arguments and tests shorten the intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from neurelay.operator import GROUP
+
+PAUSED_ANNOTATION = f"{GROUP}/paused"
+FINALIZER = f"{GROUP}/stream"
+DEFAULT_PEERING = "neurelay-operator"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    drift_interval_seconds: float = 30.0
+    """How often each Channel's stream is compared with the server's (kopf timer)."""
+
+    gateway_resync_seconds: float = 300.0
+    """How often each RealtimeGateway is reconciled even without changes (rotated Secrets)."""
+
+    retry_base_seconds: float = 2.0
+    """First retry delay after a failure; doubles with each retry."""
+
+    retry_max_seconds: float = 120.0
+    """Longest retry delay."""
+
+    nats_connect_timeout_seconds: float = 3.0
+    nats_request_timeout_seconds: float = 5.0
+
+    def backoff(self, retry: int) -> float:
+        """Delay before retry number `retry` (0-based): exponential, capped."""
+        return float(min(self.retry_max_seconds, self.retry_base_seconds * 2 ** min(retry, 30)))

@@ -1,0 +1,198 @@
+"""Rendering a RealtimeGateway (and its Channels) into child manifests (no cluster needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from neurelay.config import GatewayConfig, load_config
+from neurelay.operator import render
+from neurelay.operator.models import ChannelSpec, RealtimeGatewaySpec
+from neurelay.operator.reconciling import gateway_status
+
+REF = render.GatewayRef("prod", "edge", "uid-1")
+
+
+def spec(**overrides: Any) -> RealtimeGatewaySpec:
+    body = {
+        "nats": {"url": "nats://nats:4222"},
+        "auth": {"secretRef": {"name": "jwt", "key": "secret"}},
+        **overrides,
+    }
+    return RealtimeGatewaySpec.model_validate(body)
+
+
+def channels() -> list[ChannelSpec]:
+    return [
+        ChannelSpec.model_validate({"gateway": "edge", "namespace": "agent"}),
+        ChannelSpec.model_validate(
+            {"gateway": "edge", "namespace": "metrics", "history": {"messages": 0}}
+        ),
+    ]
+
+
+def config_of(children: render.Children, tmp_path: Path) -> GatewayConfig:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(children.config_map["data"]["gateway.yaml"])
+    return load_config(path, environ={})
+
+
+def template_hash(children: render.Children) -> str:
+    annotations = children.deployment["spec"]["template"]["metadata"]["annotations"]
+    value: str = annotations[render.RESTART_HASH_ANNOTATION]
+    return value
+
+
+def test_config_map_holds_a_gateway_config_the_gateway_loads(tmp_path: Path) -> None:
+    children = render.render_children(REF, spec(), channels(), {"auth": "d1"})
+    config = config_of(children, tmp_path)
+    assert config.nats.manage_streams is False
+    assert config.nats.subject_prefix == "prod_edge"
+    assert config.nats.servers == ["nats://nats:4222"]
+    assert config.auth.secret_file == f"{render.AUTH_DIR}/secret"
+    assert set(config.namespaces) == {"agent", "metrics"}
+    assert config.namespaces["metrics"].history_messages == 0
+    assert config.server.port == render.CONTAINER_PORT
+
+
+def test_subject_prefix_is_sanitised_and_bounded() -> None:
+    assert render.subject_prefix("team.a", "edge") == "team_a_edge"
+    long = render.subject_prefix("n" * 63, "g" * 200)
+    assert len(long) == 64
+    assert long != render.subject_prefix("n" * 63, "g" * 199)
+
+
+def test_restart_hash_ignores_live_settings_but_not_restart_ones() -> None:
+    base = template_hash(render.render_children(REF, spec(), channels(), {"auth": "d1"}))
+    live_changes = [
+        render.render_children(
+            REF, spec(limits={"connectionsPerUser": 9}), channels(), {"auth": "d1"}
+        ),
+        render.render_children(REF, spec(allowedOrigins=["https://x"]), [], {"auth": "d1"}),
+    ]
+    assert all(template_hash(c) == base for c in live_changes)
+    restart_changes = [
+        render.render_children(REF, spec(image="neurelay:2"), channels(), {"auth": "d1"}),
+        render.render_children(REF, spec(), channels(), {"auth": "d2"}),
+        render.render_children(
+            REF, spec(nats={"url": "nats://other:4222"}), channels(), {"auth": "d1"}
+        ),
+    ]
+    assert all(template_hash(c) != base for c in restart_changes)
+
+
+def test_deployment_runs_the_gateway_hardened_with_probes() -> None:
+    deployment = render.render_children(REF, spec(drainPeriodSeconds=25), [], {}).deployment
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert [*container["command"], *container["args"]] == [
+        "neurelay",
+        "gateway",
+        "--config",
+        "/etc/neurelay/gateway.yaml",
+    ]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["terminationGracePeriodSeconds"] > 25
+    assert deployment["spec"]["replicas"] == 2
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/etc/neurelay", render.AUTH_DIR, "/tmp"} <= mounts
+    owner = deployment["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("RealtimeGateway", "uid-1", True)
+
+
+def test_autoscaling_adds_an_hpa_and_leaves_replicas_alone() -> None:
+    children = render.render_children(
+        REF, spec(autoscaling={"enabled": True, "minReplicas": 3, "maxReplicas": 7}), [], {}
+    )
+    assert "replicas" not in children.deployment["spec"]
+    assert children.autoscaler is not None
+    assert children.autoscaler["spec"]["minReplicas"] == 3
+    assert children.autoscaler["spec"]["maxReplicas"] == 7
+    plain = render.render_children(REF, spec(), [], {})
+    assert plain.autoscaler is None
+
+
+def test_ingress_is_websocket_friendly_and_user_annotations_win() -> None:
+    children = render.render_children(
+        REF,
+        spec(
+            ingress={
+                "host": "rt.example.com",
+                "className": "nginx",
+                "tlsSecretName": "rt-tls",
+                "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "7200"},
+            }
+        ),
+        [],
+        {},
+    )
+    ingress = children.ingress
+    assert ingress is not None
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "7200"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
+    assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"][0]["secretName"] == "rt-tls"
+    assert (
+        render.endpoint(REF, spec(ingress={"host": "rt.example.com"})) == "ws://rt.example.com/ws"
+    )
+
+
+def test_optional_children_absent_when_not_asked_for() -> None:
+    children = render.render_children(REF, spec(podDisruptionBudget={"enabled": False}), [], {})
+    assert children.ingress is None
+    assert children.disruption_budget is None
+    assert [m["kind"] for m in children.present()] == ["ConfigMap", "Service", "Deployment"]
+
+
+def test_public_key_and_nats_credentials_are_mounted_files(tmp_path: Path) -> None:
+    children = render.render_children(
+        REF,
+        spec(
+            auth={"algorithm": "RS256", "publicKeyRef": {"name": "jwt-pub", "key": "pem"}},
+            nats={"url": "nats://n:4222", "credentialsSecret": {"name": "nc", "key": "c"}},
+        ),
+        [],
+        {},
+    )
+    config = config_of(children, tmp_path)
+    assert config.auth.public_key_file == f"{render.AUTH_DIR}/public.pem"
+    assert config.nats.credentials_file == f"{render.NATS_DIR}/nats.creds"
+    volumes = {v["name"]: v for v in children.deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["auth-secret"]["secret"]["items"] == [{"key": "pem", "path": "public.pem"}]
+    assert volumes["nats-secret"]["secret"]["secretName"] == "nc"
+
+
+def test_manifests_serialise_to_yaml() -> None:
+    children = render.render_children(REF, spec(ingress={"host": "a.b"}), channels(), {})
+    for manifest in children.present():
+        assert yaml.safe_load(yaml.safe_dump(manifest)) == manifest
+
+
+def test_gateway_status_ready_only_when_all_replicas_ready() -> None:
+    deployment = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 2},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 2,
+            "readyReplicas": 1,
+            "updatedReplicas": 2,
+        },
+    }
+    status = gateway_status(spec(), REF, deployment, ["agent"], [])
+    ready = {c["type"]: c for c in status["conditions"]}
+    assert ready["Ready"]["status"] == "False"
+    assert ready["Progressing"]["status"] == "False"
+    deployment["status"]["readyReplicas"] = 2
+    status = gateway_status(spec(), REF, deployment, ["agent"], status["conditions"])
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    assert status["endpoint"] == "ws://edge.prod.svc:80/ws"
+    assert status["selector"] == render.selector_string(REF)
