@@ -58,13 +58,3 @@ def test_a_second_replica_with_lower_priority_stands_by_and_stops_cleanly(
     finally:
         standby.stop()
         shutil.rmtree(log_path.parent, ignore_errors=True)
-
-
-def test_operator_example_manifests_are_accepted_by_the_api_server(cluster: Cluster) -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "operator.yaml"
-    cluster.kubectl("apply", "-f", str(path))  # nothing runs it: there is no kubelet
-    deployment = cluster.must_get("deployment", "neurelay-operator", "neurelay-system")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "neurelay",
-        "operator",
-    ]
