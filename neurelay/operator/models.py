@@ -301,6 +301,13 @@ class RealtimeGatewaySpec(_Spec):
     pod_security: PodSecuritySpec = Field(
         default_factory=PodSecuritySpec, description="Pod security context."
     )
+    pre_stop_seconds: int = Field(
+        5,
+        ge=0,
+        le=120,
+        description="Seconds a terminating pod keeps serving before it drains, so that "
+        "Services and ingress controllers stop sending it new connections first.",
+    )
     drain_period_seconds: float = reuse(DrainSettings, "period_seconds")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = reuse(
         GatewayConfig, "log_level", description="Gateway log level."

@@ -291,7 +291,8 @@ def _deployment(
                 },
             },
             "spec": {
-                "terminationGracePeriodSeconds": math.ceil(spec.drain_period_seconds)
+                "terminationGracePeriodSeconds": spec.pre_stop_seconds
+                + math.ceil(spec.drain_period_seconds)
                 + GRACE_MARGIN_SECONDS,
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
@@ -333,6 +334,7 @@ def _deployment(
                             "capabilities": {"drop": ["ALL"]},
                         },
                         "volumeMounts": mounts,
+                        **_pre_stop(spec),
                     }
                 ],
                 "volumes": volumes,
@@ -348,6 +350,13 @@ def _deployment(
         "metadata": _metadata(gateway),
         "spec": deployment_spec,
     }
+
+
+def _pre_stop(spec: RealtimeGatewaySpec) -> Manifest:
+    """A pause before SIGTERM: endpoints drop the pod before it starts closing clients."""
+    if not spec.pre_stop_seconds:
+        return {}
+    return {"lifecycle": {"preStop": {"exec": {"command": ["sleep", str(spec.pre_stop_seconds)]}}}}
 
 
 def _service(gateway: GatewayRef) -> Manifest:

@@ -196,3 +196,19 @@ def test_gateway_status_ready_only_when_all_replicas_ready() -> None:
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
     assert status["endpoint"] == "ws://edge.prod.svc:80/ws"
     assert status["selector"] == render.selector_string(REF)
+
+
+def test_gateway_pods_pause_before_draining_and_get_time_for_both() -> None:
+    spec = RealtimeGatewaySpec.model_validate(
+        {
+            "nats": {"url": "nats://nats:4222"},
+            "auth": {"secretRef": {"name": "s", "key": "k"}},
+            "preStopSeconds": 7,
+            "drainPeriodSeconds": 20,
+        }
+    )
+    children = render.render_children(REF, spec, [], {})
+    pod = children.deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "7"]
+    assert pod["terminationGracePeriodSeconds"] >= 7 + 20
