@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from e2e.dataplane import DataPlane
+from e2e.dataplane import DataPlane, rendered_config
 from e2e.ingress import nginx_binary
 from e2e.scenarios import Tally, connection_limit, table, traffic
 from tests.conftest import SECRET
@@ -34,17 +34,7 @@ def plane(tmp_path_factory: Any) -> Any:
         pytest.skip(str(e))
     secret_file = tmp_path_factory.mktemp("secret") / "jwt"
     secret_file.write_text(SECRET)
-    config = {
-        "auth": {"secret_file": str(secret_file)},
-        "limits": {"connections_per_user": 5, "messages_per_second": 1000},
-        "namespaces": {
-            "conversation": {"history_messages": 1000, "replicas": 3},
-            "system": {"history_messages": 100, "replicas": 3},
-        },
-        "drain": {"period_seconds": 2.0},
-        "log_level": "WARNING",
-    }
-    plane = DataPlane(config)
+    plane = DataPlane(rendered_config(secret_file))
     asyncio.run(plane.start())
     yield plane
     plane.stop()
@@ -87,6 +77,7 @@ async def test_gateway_killed_under_load_loses_nothing(plane, results):
     )
     await victim.start()
     assert tally.ok, tally
+    assert tally.reconnects > 0, "the disturbance reached no client"
 
 
 async def test_nats_node_killed_and_restarted_under_load_loses_nothing(plane, results):
@@ -121,6 +112,7 @@ async def test_gateway_drained_by_sigterm_moves_clients_and_loses_nothing(plane,
     assert await victim.wait_exit(30) == 0
     await victim.start()
     assert tally.ok, tally
+    assert tally.reconnects > 0, "the disturbance reached no client"
 
 
 async def test_connection_limit_holds_across_gateways_behind_the_ingress(plane, results):
