@@ -14,6 +14,7 @@ import collections
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from neurelay.embedded import EmbeddedNats
 from neurelay.gateway.app import create_app
 from neurelay.gateway.runtime import Gateway
 from neurelay.protocol.codecs import CODECS, JSON_SUBPROTOCOL
+from tests.support.processes import GatewayProcess
 
 SECRET = "test-secret-" + "x" * 32
 _prefixes = itertools.count(1)
@@ -113,9 +115,11 @@ class RunningGateway:
         await self.runner.cleanup()
 
 
-async def start_gateway(config: GatewayConfig) -> RunningGateway:
+async def start_gateway(config: GatewayConfig, dev_token: str | None = None) -> RunningGateway:
     gateway = Gateway(config)
-    runner = web.AppRunner(create_app(gateway), handle_signals=False, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        create_app(gateway, dev_token=dev_token), handle_signals=False, shutdown_timeout=2.0
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -125,11 +129,12 @@ async def start_gateway(config: GatewayConfig) -> RunningGateway:
 
 
 @pytest.fixture
-async def gateway_factory() -> AsyncIterator[Callable[[GatewayConfig], Any]]:
+async def gateway_factory() -> AsyncIterator[Callable[..., Any]]:
+    """`await gateway_factory(config, dev_token=None)`: in-process gateways, stopped after."""
     started: list[RunningGateway] = []
 
-    async def start(config: GatewayConfig) -> RunningGateway:
-        running = await start_gateway(config)
+    async def start(config: GatewayConfig, dev_token: str | None = None) -> RunningGateway:
+        running = await start_gateway(config, dev_token)
         started.append(running)
         return running
 
@@ -222,3 +227,30 @@ async def connect() -> AsyncIterator[Callable[..., Any]]:
     for client in clients:
         await client.ws.close()
     await session.close()
+
+
+@pytest.fixture
+def gateway_process(
+    tmp_path: Path, shared_nats: EmbeddedNats, prefix: str
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """`neurelay gateway` child processes on the shared NATS: `gateway_process(name, **config)`."""
+    secret_file = tmp_path / "jwt-secret"
+    secret_file.write_text(SECRET)
+    started: list[GatewayProcess] = []
+
+    def make(name: str, **sections: Any) -> GatewayProcess:
+        config: dict[str, Any] = {
+            "nats": {"servers": [shared_nats.url], "subject_prefix": prefix},
+            "auth": {"secret_file": str(secret_file)},
+            "drain": {"period_seconds": 1.0},
+            "reload_interval_seconds": 0.2,
+            "log_level": "INFO",
+        }
+        config.update(sections)
+        process = GatewayProcess(tmp_path, name, config)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.stop()

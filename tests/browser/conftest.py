@@ -24,19 +24,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from neurelay.config import GatewayConfig
-from neurelay.embedded import EmbeddedNats, free_port
-from neurelay.gateway.app import create_app
-from neurelay.gateway.runtime import Gateway
-from tests.conftest import SECRET, RunningGateway
-from tests.support.processes import GatewayProcess
+from neurelay.embedded import free_port
+from tests.conftest import RunningGateway
 
 CHROMIUM = Path(os.environ.get("NEURELAY_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("NEURELAY_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -60,57 +56,18 @@ CHROMIUM_FLAGS = (
 
 @pytest.fixture
 async def console_gateway(
+    gateway_factory: Callable[..., Awaitable[RunningGateway]],
     make_config: Callable[..., GatewayConfig],
-) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+) -> Callable[..., Awaitable[RunningGateway]]:
     """Start in-process gateways: `await console_gateway(dev_token=None, **config sections)`."""
-    started: list[RunningGateway] = []
 
     async def start(dev_token: str | None = None, **sections: Any) -> RunningGateway:
-        gateway = Gateway(make_config(**sections))
-        app = create_app(gateway, dev_token=dev_token)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        await gateway.wait_until_connected(15.0)
-        running = RunningGateway(gateway, runner, port)
-        started.append(running)
-        return running
+        return await gateway_factory(make_config(**sections), dev_token=dev_token)
 
-    yield start
-    for running in started:
-        await running.stop()
+    return start
 
 
 # -- gateway processes ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def gateway_process(
-    tmp_path: Path, shared_nats: EmbeddedNats, prefix: str
-) -> Iterator[Callable[..., GatewayProcess]]:
-    """`neurelay gateway` child processes on the shared NATS, with the console on."""
-    secret_file = tmp_path / "jwt-secret"
-    secret_file.write_text(SECRET)
-    started: list[GatewayProcess] = []
-
-    def make(name: str, **sections: Any) -> GatewayProcess:
-        config: dict[str, Any] = {
-            "nats": {"servers": [shared_nats.url], "subject_prefix": prefix},
-            "auth": {"secret_file": str(secret_file)},
-            "console": True,
-            "drain": {"period_seconds": 0.5},
-            "log_level": "INFO",
-        }
-        config.update(sections)
-        process = GatewayProcess(tmp_path, name, config)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        process.stop()
 
 
 class DevProcess:

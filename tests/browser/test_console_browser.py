@@ -53,7 +53,7 @@ def shown_messages(chrome: Browser, channel: str) -> list[tuple[int, object]]:
 async def test_console_authenticates_with_a_pasted_token_and_shows_messages_published_from_python(
     chrome: Browser, gateway_process: Callable[..., GatewayProcess], token
 ):
-    gateway = await gateway_process("page").start()
+    gateway = await gateway_process("page", console=True).start()
     await open_console(chrome, gateway, token(user="browser"))
     assert chrome.text("#user") == "browser"
     channel = "conversation:hello"
@@ -91,7 +91,7 @@ async def test_console_authenticates_with_a_pasted_token_and_shows_messages_publ
 async def test_console_resumes_without_losing_messages_when_its_gateway_is_killed_and_restarted(
     chrome: Browser, gateway_process: Callable[..., GatewayProcess], token
 ):
-    page_gateway = await gateway_process("page").start()
+    page_gateway = await gateway_process("page", console=True).start()
     backend = await gateway_process("backend").start()
     await open_console(chrome, page_gateway, token(user="browser"))
     channel = "agent:resume"
@@ -124,7 +124,7 @@ async def test_console_resumes_without_losing_messages_when_its_gateway_is_kille
 async def test_console_shows_the_gateways_counters(
     chrome: Browser, gateway_process: Callable[..., GatewayProcess], token
 ):
-    gateway = await gateway_process("page").start()
+    gateway = await gateway_process("page", console=True).start()
     await open_console(chrome, gateway, token(user="browser"))
     await chrome.until(
         lambda: int(chrome.text("#stat-connections")) >= 1, "the connection count to show"
@@ -145,7 +145,7 @@ async def test_page_from_a_foreign_origin_is_refused_by_the_gateway(
     foreign_site: ForeignSite,
     token,
 ):
-    gateway = gateway_process("page", allowed_origins=["https://app.example.com"])
+    gateway = gateway_process("page", console=True, allowed_origins=["https://app.example.com"])
     await gateway.start()
     foreign_site.pages["/"] = f"""<!doctype html>
 <title>foreign</title>

@@ -6,41 +6,15 @@ import asyncio
 import json
 import signal
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 import pytest
 
 from neurelay.client import Client
 from neurelay.protocol.codes import CloseCode
-from tests.conftest import SECRET
 from tests.support.processes import GatewayProcess
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-@pytest.fixture
-def gateway_process(tmp_path, shared_nats, prefix) -> Any:
-    secret_file = tmp_path / "jwt-secret"
-    secret_file.write_text(SECRET)
-    started: list[GatewayProcess] = []
-
-    def make(name: str, **sections: Any) -> GatewayProcess:
-        config: dict[str, Any] = {
-            "nats": {"servers": [shared_nats.url], "subject_prefix": prefix},
-            "auth": {"secret_file": str(secret_file)},
-            "drain": {"period_seconds": 1.0},
-            "reload_interval_seconds": 0.2,
-            "log_level": "INFO",
-        }
-        config.update(sections)
-        process = GatewayProcess(tmp_path, name, config)
-        started.append(process)
-        return process
-
-    yield make
-    for process in started:
-        process.stop()
 
 
 async def test_message_published_on_one_replica_reaches_subscribers_on_the_other(
