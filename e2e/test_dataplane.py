@@ -42,9 +42,10 @@ def plane(tmp_path_factory: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def results() -> Any:
+    (ARTIFACTS / "e2e-results.md").unlink(missing_ok=True)
     tallies: list[Tally] = []
     yield tallies
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(exist_ok=True)  # printed by e2e/conftest.py at the end of the run
     text = table(tallies)
     (ARTIFACTS / "e2e-results.md").write_text(text + "\n")
     print("\n" + text)
