@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Build a local Kubernetes control plane for tests from source, the way
 # controller-runtime's envtest runs one: etcd + kube-apiserver (+ kubectl and
-# helm as clients). No container engine, no prebuilt downloads: everything is
+# helm as clients), plus kube-controller-manager so tests can run the garbage
+# collector. No container engine, no prebuilt downloads: everything is
 # compiled with the local Go toolchain from the Go module proxy.
 #
 # Versions are pinned by the wrapper modules next to this script:
 #   etcd/go.mod  -> go.etcd.io/etcd/server/v3   (etcd)
-#   kube/go.mod  -> k8s.io/kubernetes           (kube-apiserver, kubectl)
+#   kube/go.mod  -> k8s.io/kubernetes           (kube-apiserver,
+#                                                kube-controller-manager, kubectl)
 # and HELM_VERSION below (overridable with NEURELAY_HELM_VERSION).
 #
 # Output: ${NEURELAY_CACHE:-$HOME/.cache/neurelay}/control-plane/<k8s-version>/bin
@@ -138,12 +140,14 @@ kube_ldflags() {
 # Each entry: name | expected version substring | version-args
 etcd_expect="etcd Version: ${etcd_version#v}"
 kube_apiserver_expect="Kubernetes ${k8s_version}"
+kube_controller_manager_expect="Kubernetes ${k8s_version}"
 kubectl_expect="Client Version: ${k8s_version}"
 helm_expect="${HELM_VERSION}"
 
 all_built() {
   is_built "${bin_dir}/etcd" "${etcd_expect}" --version &&
     is_built "${bin_dir}/kube-apiserver" "${kube_apiserver_expect}" --version &&
+    is_built "${bin_dir}/kube-controller-manager" "${kube_controller_manager_expect}" --version &&
     is_built "${bin_dir}/kubectl" "${kubectl_expect}" version --client &&
     is_built "${bin_dir}/helm" "${helm_expect}" version --template '{{.Version}}'
 }
@@ -221,6 +225,7 @@ build_helm() {
 log "Go: $("${go_bin}" version); output: ${bin_dir}"
 build_etcd
 build_kube kube-apiserver "${kube_apiserver_expect}" --version
+build_kube kube-controller-manager "${kube_controller_manager_expect}" --version
 build_kube kubectl "${kubectl_expect}" version --client
 build_helm
 all_built || die "some binaries are missing or broken in ${bin_dir}"

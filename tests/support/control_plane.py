@@ -1,8 +1,11 @@
 """A local Kubernetes control plane (etcd + kube-apiserver) for tests.
 
 This mirrors what controller-runtime's ``envtest`` does: no kubelet, no
-controller-manager, no scheduler -- just an API server backed by etcd, which is
-enough for CRDs, custom resources, RBAC, events and operators such as kopf.
+scheduler -- just an API server backed by etcd, which is enough for CRDs,
+custom resources, RBAC, events and operators such as kopf. On top of envtest,
+kube-controller-manager runs with *only* the garbage collector, so deleting an
+owner really deletes its dependents (owner references); no other controller
+runs (no Deployment -> ReplicaSet -> Pod, no ServiceAccount tokens, ...).
 
 The binaries are built from source by ``e2e/control-plane/build.sh`` into a
 cache outside the repository; :func:`ensure_built` runs it (a no-op once built).
@@ -67,6 +70,8 @@ REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT: Final = REPO_ROOT / "e2e" / "control-plane" / "build.sh"
 BIN_DIR_ENV: Final = "NEURELAY_CONTROL_PLANE_BIN_DIR"
 REQUIRED_BINARIES: Final = ("etcd", "kube-apiserver", "kubectl")
+# Optional: without it the control plane runs without garbage collection.
+CONTROLLER_MANAGER: Final = "kube-controller-manager"
 
 _LOOPBACK: Final = "127.0.0.1"
 _LOG_TAIL_LINES: Final = 40
@@ -91,7 +96,9 @@ def _check_bin_dir(bin_dir: Path) -> Path:
 
 
 def ensure_built() -> Path:
-    """Build etcd/kube-apiserver/kubectl/helm if needed; return their directory.
+    """Build etcd/kube-apiserver/kube-controller-manager/kubectl/helm if needed.
+
+    Returns the directory of the binaries.
 
     Runs ``e2e/control-plane/build.sh``; its progress is streamed to stderr.
     The first build takes a long time (tens of minutes on 2 cores); later
@@ -352,6 +359,11 @@ class ControlPlane:
     Use as a context manager, or call :meth:`start` / :meth:`stop`. After
     ``start()``, :attr:`kubeconfig_path` points to an admin (system:masters)
     kubeconfig and :attr:`server_url` is the API server's https URL.
+
+    With ``garbage_collector=True`` (the default) kube-controller-manager also
+    runs, limited to the garbage collector; :attr:`garbage_collecting` tells
+    whether it actually runs (it is skipped, with a log line on stderr, when
+    the bin dir has no kube-controller-manager, e.g. an old build cache).
     """
 
     def __init__(
@@ -362,17 +374,20 @@ class ControlPlane:
         stop_timeout: float = 20.0,
         extra_apiserver_args: Sequence[str] = (),
         keep_workdir: bool = False,
+        garbage_collector: bool = True,
     ) -> None:
         self.bin_dir = Path(bin_dir)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.extra_apiserver_args = tuple(extra_apiserver_args)
         self.keep_workdir = keep_workdir
+        self.garbage_collector = garbage_collector
         self._workdir: Path | None = None
         self._kubeconfig: Path | None = None
         self._server_url: str | None = None
         self._etcd: _Process | None = None
         self._apiserver: _Process | None = None
+        self._controller_manager: _Process | None = None
         self._ssl: ssl.SSLContext | None = None
 
     # -- public attributes -------------------------------------------------
@@ -398,6 +413,12 @@ class ControlPlane:
     @property
     def running(self) -> bool:
         return self._apiserver is not None and not self._apiserver.exited()
+
+    @property
+    def garbage_collecting(self) -> bool:
+        """True while kube-controller-manager (garbage collector only) runs."""
+        cm = self._controller_manager
+        return cm is not None and not cm.exited()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -438,12 +459,14 @@ class ControlPlane:
         self._start_apiserver(workdir, pki, etcd_url, deadline)
         self._kubeconfig = self._write_kubeconfig(workdir / "kubeconfig", pki)
         self._wait_ready(deadline)
+        if self.garbage_collector:
+            self._start_controller_manager(workdir, pki, deadline)
 
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd, and remove the temporary directory."""
+        """Stop kube-controller-manager, kube-apiserver, etcd; remove the temporary directory."""
         atexit.unregister(self.stop)
         errors: list[BaseException] = []
-        for attr in ("_apiserver", "_etcd"):
+        for attr in ("_controller_manager", "_apiserver", "_etcd"):
             process: _Process | None = getattr(self, attr)
             setattr(self, attr, None)
             if process is not None:
@@ -452,7 +475,7 @@ class ControlPlane:
                 except (
                     OSError,
                     subprocess.SubprocessError,
-                ) as exc:  # stop the other one too
+                ) as exc:  # stop the others too
                     errors.append(exc)
         if self._workdir is not None:
             if self.keep_workdir:
@@ -642,6 +665,55 @@ class ControlPlane:
         # JSON is valid YAML, so every kubeconfig reader accepts it.
         return _write(path, json.dumps(config, indent=2).encode())
 
+    # -- kube-controller-manager (garbage collector only) -------------------
+
+    def _start_controller_manager(self, workdir: Path, pki: _Pki, deadline: float) -> None:
+        binary = self.bin_dir / CONTROLLER_MANAGER
+        if not os.access(binary, os.X_OK):
+            print(
+                f"[control-plane] {binary} not found: running WITHOUT garbage collection "
+                f"(owner references are not enforced); run {BUILD_SCRIPT} to build it",
+                file=sys.stderr,
+            )
+            return
+        for attempt in range(3):
+            (port,) = _free_ports(1)
+            argv = [
+                str(binary),
+                f"--kubeconfig={self.kubeconfig_path}",
+                # The garbage collector and nothing else: it needs no
+                # ServiceAccount tokens, so no service-account key or root CA.
+                "--controllers=garbage-collector-controller",
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                f"--bind-address={_LOOPBACK}",
+                # Its HTTPS endpoint only serves the readiness check: no
+                # delegated authn/authz kubeconfigs (with them it would also
+                # want a request-header CA), /healthz is always allowed. The
+                # apiserver's serving cert is valid for 127.0.0.1 and signed
+                # by our CA, so self._ssl verifies it.
+                f"--secure-port={port}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+            ]
+            self._controller_manager = _Process(
+                CONTROLLER_MANAGER, argv, workdir / "kube-controller-manager.log"
+            )
+            url = f"https://{_LOOPBACK}:{port}"
+            while time.monotonic() < deadline and not self._controller_manager.exited():
+                result = self._get(url, "/healthz", timeout=2)
+                if result is not None and result[0] == 200:
+                    return
+                time.sleep(0.2)
+            if self._controller_manager.address_in_use() and attempt < 2:
+                self._controller_manager.stop(self.stop_timeout)
+                continue
+            raise self._controller_manager.failure(
+                "exited during startup"
+                if self._controller_manager.exited()
+                else "did not become healthy in time"
+            )
+
     # -- helpers for tests -------------------------------------------------
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -698,5 +770,6 @@ class ControlPlane:
         return self._run("helm", args, check=check, input=input, timeout=timeout)
 
     def logs(self) -> dict[str, str]:
-        """Last lines of the etcd and kube-apiserver logs (for failure reports)."""
-        return {p.name: _tail(p.log_path) for p in (self._etcd, self._apiserver) if p is not None}
+        """Last lines of the etcd, kube-apiserver and kube-controller-manager logs."""
+        processes = (self._etcd, self._apiserver, self._controller_manager)
+        return {p.name: _tail(p.log_path) for p in processes if p is not None}
