@@ -75,10 +75,6 @@ class Hub:
         self._opening: dict[str, asyncio.Future[Feed]] = {}
         self._repairs: dict[str, asyncio.Task[None]] = {}
 
-    @property
-    def channel_count(self) -> int:
-        return len(self._feeds)
-
     # -- following ---------------------------------------------------------------------------
 
     async def follow(

@@ -124,7 +124,7 @@ class Session:
         # is answered (refused with token_expired unless it is authenticate or ping).
         notices = self.tick(now) if self.phase is Phase.ACTIVE else []
         try:
-            return notices + self._dispatch(frame, size, now)
+            return notices + self._dispatch(frame, size)
         except ProtocolError as e:
             if e.frame_id is None:
                 e.frame_id = frame.id
@@ -173,11 +173,11 @@ class Session:
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def _dispatch(self, frame: frames.ClientFrame, size: int, now: float) -> list[Action]:
+    def _dispatch(self, frame: frames.ClientFrame, size: int) -> list[Action]:
         if isinstance(frame, frames.Ping):
             return [Send(frames.pong(frame.id))]
         if isinstance(frame, frames.Authenticate):
-            return self._authenticate(frame, now)
+            return self._authenticate(frame)
         principal = self._require_principal()
         if isinstance(frame, frames.Subscribe):
             return self._subscribe(principal, frame)
@@ -191,7 +191,7 @@ class Session:
             return [StopSubscription(frame.channel, frame.id, reply=True)]
         return self._publish(principal, frame, size)
 
-    def _authenticate(self, frame: frames.Authenticate, now: float) -> list[Action]:
+    def _authenticate(self, frame: frames.Authenticate) -> list[Action]:
         principal = self.live.verifier.verify(frame.token)
         if self.principal is None:
             return [Admit(principal, frame.id)]
