@@ -83,6 +83,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         heartbeat=config.limits.heartbeat_seconds,
         max_msg_size=config.limits.max_message_bytes * 2 + _TRANSPORT_SLACK,
         autoping=True,
+        # No permessage-deflate: a message is encoded once and the same bytes go to every
+        # subscriber; per-connection compression would redo the work for each of them.
+        compress=False,
     )
     ready = ws.can_prepare(request)
     if not ready.ok:
@@ -130,6 +133,9 @@ class Connection:
                 self.gateway.metrics.upgrades_abandoned.inc()
                 return web.Response(status=400)  # nobody is left to read it
             raise
+        transport = self.request.transport
+        if not self.ws.compress and transport is not None:
+            self.outbox.write_directly(self.ws, transport)
         gateway = self.gateway
         gateway.connections.add(self)
         gateway.metrics.connections.inc()

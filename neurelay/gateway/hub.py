@@ -28,7 +28,7 @@ from nats.aio.subscription import Subscription
 from neurelay.errors import BusError
 from neurelay.gateway.bus import Bus
 from neurelay.gateway.observability import Metrics
-from neurelay.gateway.outbox import Outbox
+from neurelay.gateway.outbox import Outbox, websocket_frame
 from neurelay.gateway.replaying import History
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol import frames
@@ -271,7 +271,7 @@ class Hub:
         if frame is None:
             self._log.warning("dropped a malformed message on %s", feed.channel.name)
             return
-        encoded: dict[Codec, bytes] = {}
+        encoded: dict[Codec, tuple[bytes, bytes]] = {}
         delivered = 0
         for follower in list(feed.followers.values()):
             if follower.backlog is not None:
@@ -285,10 +285,11 @@ class Hub:
             follower.last_seq = seq or follower.last_seq
             outbox = follower.outbox
             codec = outbox.codec
-            payload = encoded.get(codec)
-            if payload is None:
-                payload = encoded[codec] = codec.encode(frame)
-            outbox.push(payload)
+            pair = encoded.get(codec)
+            if pair is None:
+                payload = codec.encode(frame)
+                pair = encoded[codec] = (payload, websocket_frame(payload, codec.binary))
+            outbox.push(*pair)
             delivered += 1
         if delivered:
             self._metrics.messages_out.labels(feed.channel.namespace).inc(delivered)

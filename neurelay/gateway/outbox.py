@@ -1,8 +1,13 @@
 """Outbox: a connection's bounded send queue and the one task that drains it.
 
-Fan-out pushes already-encoded frames without awaiting anything; the
-connection's writer task sends them in order. A client that stops reading
-lets its queue fill; at the configured frame or byte bound the outbox calls
+Fan-out pushes already-encoded frames without awaiting anything. While
+nothing is queued and the socket's buffer is small, frames are gathered and
+written to the transport at the end of the current pass of the event loop,
+all of one connection's in one `write` (the fan-out hot path: no task switch
+per frame, and under load several messages per system call). Otherwise they
+are queued and the connection's writer task sends them, in order, with
+aiohttp's flow control. A client that stops reading fills its socket buffer,
+then its queue; at the configured frame or byte bound the outbox calls
 `on_overflow` once (the connection then closes it with 4005), so a slow
 consumer can neither slow the others down nor grow the gateway's memory.
 """
@@ -10,6 +15,8 @@ consumer can neither slow the others down nor grow the gateway's memory.
 from __future__ import annotations
 
 import asyncio
+import struct
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,14 +26,65 @@ from aiohttp import WSMsgType, web
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol.codecs import Codec
 
+# Above this many bytes waiting in the socket's buffer, frames queue for the writer task.
+DIRECT_WRITE_LIMIT = 64 * 1024
+
+
+def websocket_frame(payload: bytes, binary: bool) -> bytes:
+    """`payload` as one final, unmasked, uncompressed WebSocket frame, as a server sends it."""
+    first = 0x82 if binary else 0x81
+    size = len(payload)
+    if size < 126:
+        return bytes((first, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", first, 126, size) + payload
+    return struct.pack("!BBQ", first, 127, size) + payload
+
+
+class _Flusher:
+    """Writes what outboxes gathered during one pass of the event loop."""
+
+    __slots__ = ("_dirty", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Outbox] = []
+
+    def add(self, outbox: Outbox) -> None:
+        if not self._dirty:
+            self._loop.call_soon(self._flush)
+        self._dirty.append(outbox)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for outbox in dirty:
+            outbox._write_gathered()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flusher() -> _Flusher:
+    loop = asyncio.get_running_loop()
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
+
 
 class Outbox:
     __slots__ = (
+        "_flusher",
         "_frames",
+        "_gathered",
         "_live",
         "_on_overflow",
         "_queued_bytes",
+        "_transport",
         "_wakeup",
+        "_ws",
         "closed",
         "codec",
     )
@@ -38,11 +96,38 @@ class Outbox:
         self._frames: deque[bytes] = deque()
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
+        self._transport: asyncio.WriteTransport | None = None
+        self._ws: web.WebSocketResponse | None = None
+        self._flusher: _Flusher | None = None
+        self._gathered: list[bytes] | None = None
         self.closed = False
 
-    def push(self, data: bytes) -> None:
-        """Queue an encoded frame; never blocks."""
+    def write_directly(self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport) -> None:
+        """Let frames go straight to `transport`, `ws`'s socket (only without compression)."""
+        self._ws = ws
+        self._transport = transport
+        self._flusher = _flusher()
+
+    def push(self, data: bytes, framed: bytes | None = None) -> None:
+        """Send or queue an encoded frame (`framed`: it as a WebSocket frame); never blocks."""
         if self.closed:
+            return
+        gathered = self._gathered
+        if gathered is not None:
+            gathered.append(framed or websocket_frame(data, self.codec.binary))
+            return
+        transport, flusher = self._transport, self._flusher
+        if (
+            transport is not None
+            and flusher is not None
+            and not self._frames
+            and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
+            and not transport.is_closing()
+        ):
+            # Nothing queued, so nothing can overtake: the writer task writes each frame it
+            # takes before it awaits anything.
+            self._gathered = [framed or websocket_frame(data, self.codec.binary)]
+            flusher.add(self)
             return
         limits = self._live.config.limits
         size = len(data)
@@ -56,11 +141,24 @@ class Outbox:
         self._queued_bytes += size
         self._wakeup.set()
 
+    def _write_gathered(self) -> None:
+        gathered, self._gathered = self._gathered, None
+        transport, ws = self._transport, self._ws
+        if (
+            gathered
+            and transport is not None
+            and ws is not None
+            and not transport.is_closing()
+            and not ws.closed  # nothing may follow a close frame
+        ):
+            transport.write(gathered[0] if len(gathered) == 1 else b"".join(gathered))
+
     def overflow(self) -> None:
         """The client cannot keep up: drop what is queued and have the connection closed."""
         if self.closed:
             return
         self.close()
+        self._gathered = None
         self._frames.clear()
         self._queued_bytes = 0
         self._on_overflow()

@@ -21,6 +21,8 @@ from neurelay.gateway.app import create_app
 from neurelay.gateway.draining import drain
 from neurelay.gateway.runtime import Gateway
 
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+
 
 async def serve(
     config: GatewayConfig,
@@ -35,7 +37,9 @@ async def serve(
         create_app(gateway, dev_token=dev_token), handle_signals=False, shutdown_timeout=5.0
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
+    # A deep accept queue: thousands of clients reconnect at once after a restart or a drain,
+    # and SYNs dropped past the default of 128 cost them seconds of retransmission back-off.
+    site = web.TCPSite(runner, config.server.host, config.server.port, backlog=LISTEN_BACKLOG)
     await site.start()
     port = _bound_port(runner, config.server.port)
     loop = asyncio.get_running_loop()

