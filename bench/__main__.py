@@ -109,8 +109,11 @@ def stop_profiler(process: subprocess.Popen[bytes] | None, path: Path) -> dict[s
 
 
 def display(spec: str) -> str:
-    """`neurelay@/some/dir/patched` is shown as `neurelay@patched`."""
+    """`neurelay@/some/dir/patched` is shown as `neurelay@patched`, `neurelay@git:REV` as
+    `neurelay@REV`."""
     name, _, source = spec.partition("@")
+    if source.startswith("git:"):
+        return f"{name}@{source[4:]}"
     return f"{name}@{Path(source).name}" if source else name
 
 

@@ -194,12 +194,14 @@ def table_storm(result: dict[str, Any]) -> str:
         "| p50 / p99 / p99.9 / max (ms) | server CPU (cores) | errors |",
         "|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
-    for r in best_runs(result):
+    repeated = result.get("repeat", 1) > 1
+    for r in result["runs"]:
         st = r["summary"]["storm"]
+        name = r["system"] + (f" #{r.get('repeat', 0) + 1}" if repeated else "")
         errors = "; ".join(f"{k} x{v}" for k, v in st["errors"].items()) or "none"
         lines.append(
             _row(
-                r["system"],
+                name,
                 st["clients"],
                 st["connected"],
                 st["failed"],
@@ -509,7 +511,7 @@ def write_docs(size: str = "full") -> Path:
     parts = [HEADER]
     parts.append(
         "\n## Goals\n\nMeasured as ratios between systems of the same run. `neurelay` is the "
-        'gateway as it is; `neurelay@patched` the same with the patches of "Optimisations".\n\n'
+        "gateway as it is now; `neurelay@ed828a2` as it was before the optimisations below.\n\n"
     )
     parts.append(goals_table(goals(results)))
     parts.append(GOAL_NOTES)
@@ -578,7 +580,8 @@ come from one two-core machine (below) that other work shared while they were
 taken, so they are noisy: compare systems within a table (same run), and
 treat differences under ~20 % as noise. Where a section says "best of N
 runs", each system ran N times, interleaved with the others, and the table
-shows its best (least disturbed) run.
+shows its best (least disturbed) run; the storm table lists every run, as
+its spread is the finding.
 
 ## How it is measured
 
@@ -601,8 +604,9 @@ shows its best (least disturbed) run.
     frame → JetStream (stored) → republish → gateway → WebSocket. The bench
     configuration raises the per-user connection and per-connection
     frame-rate limits; every client has its own user and token.
-  - `neurelay@patched`: the same, run from a tree with the patches of
-    "Optimisations" applied (`neurelay@backlog`: the listen-backlog one only).
+  - `neurelay@ed828a2`: the gateway as it was before the optimisations
+    below (git revision ed828a2, run with `--systems neurelay@git:ed828a2`),
+    for before/after numbers in the same run.
   - `socketio`: python-socketio 5 on aiohttp and uvloop
     (`bench/peers/socketio_server.py`); rooms are channels; the JWT is
     verified on connect with the same channel rules; no storage, no
@@ -635,15 +639,16 @@ Judge p99 by the ratio to them.
 OPTIMISATIONS = """
 ## Optimisations
 
-The profile of the unpatched gateway (below, `neurelay`) spends most of its
-time per delivery in the connection's writer task: `Event.set`, a task
+The profile of the gateway before (below, `neurelay@ed828a2`) spent most of
+its time per delivery in the connection's writer task: `Event.set`, a task
 switch, `WebSocketResponse.send_frame`, a frame header built per connection,
-and one `write` system call per message per connection. The patch behind
-`neurelay@patched` (`bench/patches/fanout-hot-path.patch`, proposed for
-neurelay/gateway/outbox.py, hub.py and connection.py):
+and one `write` system call per message per connection. Commit 842a367
+(neurelay/gateway/outbox.py, hub.py, connection.py):
 
 1. builds each message's WebSocket frame once per wire format, not once per
-   connection (servers do not mask frames, so the bytes are the same);
+   connection (servers do not mask frames, so the bytes are the same), and
+   no longer negotiates permessage-deflate, which would redo it per
+   connection;
 2. while a connection has nothing queued and its socket buffer is under
    64 KiB, hands the frame straight to the transport instead of waking the
    writer task (order is kept: the writer writes each frame it takes before
@@ -654,17 +659,25 @@ neurelay/gateway/outbox.py, hub.py and connection.py):
 
 Slow consumers are still bounded: a full socket buffer sends frames to the
 queue, whose frame and byte limits close the connection with 4005 as before.
-The before/after numbers are the `neurelay` and `neurelay@patched` rows of
-the same runs above.
+Before and after are the `neurelay@ed828a2` and `neurelay` rows of the same
+runs above; the profile below shows where the time goes now: the socket
+writes themselves.
 
-The connection storm points at the listener: aiohttp's default accept
-backlog is 128, so when thousands of clients connect at once most SYNs are
+The connection storm pointed at the listener: aiohttp's default accept
+backlog is 128, so when thousands of clients connect at once SYNs are
 dropped and retried after 1, 3, 7, 15 s… (NATS listens with the kernel's
-maximum and takes the same storm in about a second).
-`bench/patches/listen-backlog.patch` (neurelay/gateway/serving.py) passes
-`backlog=4096` to `web.TCPSite`; its numbers are the `neurelay@backlog` rows
-of the storm table. python-socketio runs with aiohttp's default, as users
-run it.
+maximum and takes the same storm in about a second). The gateway now passes
+`backlog=4096` to `web.TCPSite` (neurelay/gateway/serving.py);
+python-socketio runs with aiohttp's default, as its users run it.
+
+What is left: idle connections cost CPU through the per-user connection
+lease (one key-value compare-and-set per user every
+`connection_lease_seconds / 3`, so 1,500 a second for 15,000 users; see the
+idle table), which also competes with fan-out at 5,000 subscribers; one
+lease entry per gateway replica instead of per user would make it constant.
+Memory per idle connection is mostly aiohttp's per-request state (the
+parsed upgrade request, the handler task and its coroutine frames, the
+WebSocket reader), about 20 KiB before the gateway's own objects.
 """
 
 NOTES = {
@@ -686,22 +699,17 @@ FOOTER = """
 .venv/bin/python -m bench docs                          # rewrite this page from bench/results/
 ```
 
-The tables above came from these runs (`P` runs a copy of the tree with the
-patches of "Optimisations" applied, `B` one with the listen-backlog patch
-only; drop both once the patches are merged):
+The tables above came from these runs (`neurelay@git:REV` runs the gateway
+from that git revision, extracted under bench/.build/):
 
 ```sh
-mkdir -p bench/.build/patched bench/.build/backlog
-cp -r neurelay bench/.build/patched/ && cp -r neurelay bench/.build/backlog/
-(cd bench/.build/patched && for p in ../../patches/*.patch; do patch -p1 < $p; done)
-(cd bench/.build/backlog && patch -p1 < ../../patches/listen-backlog.patch)
-P=neurelay@bench/.build/patched B=neurelay@bench/.build/backlog
-.venv/bin/python -m bench fanout --systems neurelay,$P,socketio,nats,ceiling --repeat 2
-.venv/bin/python -m bench streaming --systems neurelay,$P,socketio,nats --repeat 2
-.venv/bin/python -m bench storm --systems neurelay,$B,$P,socketio,nats --repeat 2
-.venv/bin/python -m bench channels --systems neurelay,$P,socketio,nats
-.venv/bin/python -m bench idle --systems neurelay,$P,socketio,nats
-.venv/bin/python -m bench fanout --systems neurelay,$P --subscribers 1000 --profile
+B=neurelay@git:ed828a2 S=neurelay,neurelay@git:ed828a2,socketio,nats
+.venv/bin/python -m bench fanout --systems $S,ceiling --repeat 2
+.venv/bin/python -m bench storm --systems $S --repeat 2
+.venv/bin/python -m bench streaming --systems $S --repeat 2
+.venv/bin/python -m bench idle --systems $S
+.venv/bin/python -m bench channels --systems $S
+.venv/bin/python -m bench fanout --systems neurelay,$B --subscribers 1000 --profile
 .venv/bin/python -m bench docs
 ```
 

