@@ -522,13 +522,16 @@ def write_docs(size: str = "full") -> Path:
     for scenario, title in SECTIONS.items():
         if scenario in results:
             r = results[scenario]
-            parts.append(
-                f"\n## {title}\n\n_Run {r['started']}, systems: {', '.join(r['systems'])}._\n\n"
-            )
+            systems = ", ".join(r["systems"])
+            repeat = ""
+            if r.get("repeat", 1) > 1:
+                best = "" if scenario == "storm" else "best of "
+                repeat = f", {best}{r['repeat']} runs each"
+            parts.append(f"\n## {title}\n\n_Run {r['started']}, systems: {systems}{repeat}._\n\n")
             parts.append(table(scenario, r))
             if scenario in NOTES:
                 parts.append("\n" + NOTES[scenario] + "\n")
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    versions = ", ".join(f"{k} {str(v).removeprefix(k + ': ')}" for k, v in m["versions"].items())
     cpus = any_result.get("cpus", "limit")
     placement = (
         f"servers pinned to CPU {any_result.get('server_cpus')}, the load generator to "
