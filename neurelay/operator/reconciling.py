@@ -122,12 +122,8 @@ async def reconcile_gateway(
 ) -> None:
     """Bring the gateway's children and status in line with its spec and Channels."""
     async with ctx.lock("gateway", namespace, name):
-        body = await ctx.kube.get(*GATEWAY, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        if is_paused(body):
-            log.info("RealtimeGateway %s/%s is paused; not reconciled", namespace, name)
-            ctx.metrics.reconciliations.labels("RealtimeGateway", "paused").inc()
+        body = await _reconcilable(ctx, GATEWAY, namespace, name, log)
+        if body is None:
             return
         await _reconcile_gateway(ctx, body, log, notify or _no_events, retry)
 
@@ -318,12 +314,8 @@ async def reconcile_channel(
     notify = notify or _no_events
     gateway_name: str | None = None
     async with ctx.lock("channel", namespace, name):
-        body = await ctx.kube.get(*CHANNEL, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        if is_paused(body):
-            log.info("Channel %s/%s is paused; not reconciled", namespace, name)
-            ctx.metrics.reconciliations.labels("Channel", "paused").inc()
+        body = await _reconcilable(ctx, CHANNEL, namespace, name, log)
+        if body is None:
             return
         gateway_name = (body.get("spec") or {}).get("gateway")
         try:
@@ -499,6 +491,20 @@ async def release_channel(
         await _release_channel(ctx, body, log, notify, retry)
     if gateway_name:
         await _sync_gateway_quietly(ctx, namespace, gateway_name, log)
+
+
+async def _reconcilable(
+    ctx: Context, kind: tuple[str, str], namespace: str, name: str, log: Log
+) -> Body | None:
+    """The object to reconcile, or None when it is gone, being deleted or paused."""
+    body = await ctx.kube.get(*kind, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    if is_paused(body):
+        log.info("%s %s/%s is paused; not reconciled", kind[1], namespace, name)
+        ctx.metrics.reconciliations.labels(kind[1], "paused").inc()
+        return None
+    return body
 
 
 async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, retry: int) -> None:
