@@ -25,6 +25,7 @@ import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from neurelay.backoff import Backoff
 from neurelay.errors import BusError
 from neurelay.gateway.bus import Bus
 from neurelay.gateway.observability import Metrics
@@ -35,6 +36,9 @@ from neurelay.protocol import frames
 from neurelay.protocol.channels import Channel
 from neurelay.protocol.codecs import Codec
 from neurelay.protocol.frames import FrameId
+
+# A gap repair waits for JetStream to answer again: retry soon, never slower than 5 s.
+_REPAIR_BACKOFF = Backoff(initial_seconds=0.2, max_seconds=5.0)
 
 
 class Follower:
@@ -236,14 +240,14 @@ class Hub:
             )
 
     async def _repair_until_done(self, feed: Feed) -> None:
-        delay = 0.2
+        attempt = 0
         try:
             while self._feeds.get(feed.channel.name) is feed:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(_REPAIR_BACKOFF.delay(attempt))
+                attempt += 1
                 async with feed.lock:
                     if await self._repair(feed, until=None):
                         return
-                delay = min(delay * 2, 5.0)
         finally:
             self._repairs.pop(feed.channel.name, None)
 

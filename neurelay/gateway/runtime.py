@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from neurelay.backoff import Backoff
 from neurelay.config import GatewayConfig
 from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge, ProtocolError
 from neurelay.gateway.admission import ConnectionRegistry
@@ -27,6 +28,9 @@ from neurelay.protocol.frames import FrameId
 
 if TYPE_CHECKING:
     from neurelay.gateway.connection import Connection
+
+# JetStream may still be electing a leader: retry soon, then settle at a modest pace.
+_SETUP_BACKOFF = Backoff(initial_seconds=0.2, max_seconds=10.0)
 
 
 class Gateway:
@@ -55,15 +59,16 @@ class Gateway:
         self._tasks.append(
             asyncio.create_task(self.registry.renew_forever(), name="neurelay-lease-renewal")
         )
-        delay = 0.2
+        attempt = 0
         while True:
             try:
                 await self._prepare_nats()
             except BusError as e:
                 # JetStream may still be electing a leader, or be briefly out of reach.
+                delay = _SETUP_BACKOFF.delay(attempt)
+                attempt += 1
                 self.log.warning("JetStream set-up failed, retrying in %.1fs: %s", delay, e)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
             else:
                 self._nats_ready.set()
                 return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from neurelay.backoff import Backoff
 from neurelay.operator import GROUP
 
 PAUSED_ANNOTATION = f"{GROUP}/paused"
@@ -24,7 +25,7 @@ class OperatorSettings:
     """How often each RealtimeGateway is reconciled even without changes (rotated Secrets)."""
 
     retry_base_seconds: float = 2.0
-    """First retry delay after a failure; doubles with each retry."""
+    """First retry delay after a failure; doubles with each retry (each delay jittered)."""
 
     retry_max_seconds: float = 120.0
     """Longest retry delay."""
@@ -33,5 +34,5 @@ class OperatorSettings:
     nats_request_timeout_seconds: float = 5.0
 
     def backoff(self, retry: int) -> float:
-        """Delay before retry number `retry` (0-based): exponential, capped."""
-        return float(min(self.retry_max_seconds, self.retry_base_seconds * 2 ** min(retry, 30)))
+        """Delay before retry number `retry` (0-based): exponential, capped, jittered."""
+        return Backoff(self.retry_base_seconds, self.retry_max_seconds).delay(retry)
