@@ -1,14 +1,23 @@
 """The exception tree of Neurelay: every error the package raises on purpose.
 
-One root, so callers can catch everything of ours and nothing else::
+One root, so callers can catch everything of ours and nothing else. Classes
+defined elsewhere say where, in brackets; tests/test_errors.py checks that
+this drawing matches the classes and that no exception class in `neurelay`
+is left out::
 
     NeurelayError
     ├── ProtocolError        a frame or request the protocol refuses; carries an ErrorCode
     ├── ConfigError          a configuration file or variable that does not validate
     ├── BusError             NATS or JetStream failed underneath us
     │   ├── BusUnavailable   NATS is not connected; the operation may be retried later
-    │   └── PayloadTooLarge  the message exceeds what NATS accepts (its max_payload)
-    └── ClientError          raised by `neurelay.client`
+    │   │   └── NatsUnavailable  the operator cannot reach a gateway's NATS [operator.streaming]
+    │   ├── PayloadTooLarge  the message exceeds what NATS accepts (its max_payload)
+    │   ├── ReplayError      JetStream answered a direct get with an error [gateway.replaying]
+    │   └── StreamRejected   JetStream refused a stream change or deletion [operator.streaming]
+    ├── KubeError            a Kubernetes API request failed; carries the status [operator.kube]
+    ├── SecretMissing        a referenced Secret, or its key, does not exist [operator.kube]
+    ├── RetryLater           a resource cannot be reconciled now [operator.reconciling]
+    └── ClientError          raised by `neurelay.client` (which exports these)
         ├── ServerError      the gateway answered with an `error` frame; carries its code
         ├── RequestTimeout   no reply (or no connection) within the client's request timeout
         └── ConnectionLost   the WebSocket closed and the client was told not to reconnect

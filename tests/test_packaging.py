@@ -1,9 +1,14 @@
-"""The container image recipe and the shell scripts are linted, as CI cannot build the image."""
+"""The wheel holds what users need; the image recipe and shell scripts are linted.
+
+CI cannot build the image, so its recipe is linted and read instead.
+"""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -47,3 +52,34 @@ def test_shell_scripts_pass_shellcheck(script: Path):
         [_tool("shellcheck"), "-x", str(script)], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wheel_ships_py_typed_and_the_gateway_static_files(tmp_path: Path):
+    # Build from a copy: an in-tree build would leave build/ and egg-info behind.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT / "neurelay", source / "neurelay", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = (tmp_path / "dist").glob("neurelay-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "neurelay/py.typed" in names
+    assert "neurelay/gateway/static/neurelay.js" in names

@@ -5,8 +5,26 @@ async with Client("ws://127.0.0.1:8080/ws", token) as client:
     await client.publish("agent:42", {"status": "idle"})
     async for message in subscription:
         print(message.seq, message.payload)
+
+Every error the client raises on purpose is a `ClientError`: `ServerError`
+(the gateway refused a request; `code` is an `ErrorCode`), `RequestTimeout`
+and `ConnectionLost`, all exported here.
 """
 
 from neurelay.client.connection import Client, Message, Published, Subscription
+from neurelay.errors import ClientError, ConnectionLost, NeurelayError, RequestTimeout, ServerError
+from neurelay.protocol.codes import CloseCode, ErrorCode
 
-__all__ = ["Client", "Message", "Published", "Subscription"]
+__all__ = [
+    "Client",
+    "ClientError",
+    "CloseCode",
+    "ConnectionLost",
+    "ErrorCode",
+    "Message",
+    "NeurelayError",
+    "Published",
+    "RequestTimeout",
+    "ServerError",
+    "Subscription",
+]

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -23,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from neurelay.backoff import Backoff
 from neurelay.errors import ConnectionLost, RequestTimeout, ServerError
 from neurelay.protocol.codecs import CODECS, JSON_SUBPROTOCOL, Codec
 
@@ -127,13 +127,14 @@ class Client:
         self._token = token
         self._codec: Codec = CODECS[subprotocol]
         self._reconnect = reconnect
-        self._backoff = (backoff_initial, backoff_max)
+        self._backoff = Backoff(backoff_initial, backoff_max)
         self._request_timeout = request_timeout
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._connected = asyncio.Event()
         self._subscriptions: dict[str, Subscription] = {}
-        self._pending: dict[str | int, asyncio.Future[dict[str, Any]]] = {}
+        # A request's future resolves to its reply, or to None: "connection lost, send again".
+        self._pending: dict[str | int, asyncio.Future[dict[str, Any] | None]] = {}
         self._ids = itertools.count(1)
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
@@ -262,8 +263,7 @@ class Client:
                 break
             self._retry_pending()
             while not self._closed:
-                low, high = self._backoff
-                await asyncio.sleep(min(high, low * 2**attempt) * random.uniform(0.5, 1.0))
+                await asyncio.sleep(self._backoff.delay(attempt))
                 attempt += 1
                 try:
                     await self._open()
@@ -314,7 +314,7 @@ class Client:
         # Unanswered requests are re-sent by their callers after the reconnect.
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(_Retry())
+                future.set_result(None)
         self._pending.clear()
 
     def _fail_pending(self, error: BaseException) -> None:
@@ -342,19 +342,22 @@ class Client:
                 await asyncio.wait_for(self._connected.wait(), self._request_timeout)
             except TimeoutError:
                 raise RequestTimeout(f"not connected within {self._request_timeout}s") from None
-            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[dict[str, Any] | None]
+            future = asyncio.get_running_loop().create_future()
             self._pending[frame_id] = future
             try:
                 await self._send(frame)
                 reply = await asyncio.wait_for(future, self._request_timeout)
-            except (_Retry, ConnectionResetError, aiohttp.ClientError):
-                if retry:
-                    continue
-                raise ConnectionLost("connection lost before the reply") from None
+            except (ConnectionResetError, aiohttp.ClientError):
+                reply = None
             except TimeoutError:
                 raise RequestTimeout(f"no reply within {self._request_timeout}s") from None
             finally:
                 self._pending.pop(frame_id, None)
+            if reply is None:
+                if retry:
+                    continue
+                raise ConnectionLost("connection lost before the reply")
             if reply.get("type") == "error":
                 raise ServerError(reply["code"], reply["message"], reply.get("channel"))
             return reply
@@ -393,7 +396,3 @@ class Client:
 
     async def ping(self) -> None:
         await self._request({"type": "ping"})
-
-
-class _Retry(Exception):
-    """Internal: the connection dropped before a reply; send again after reconnecting."""

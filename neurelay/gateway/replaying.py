@@ -18,6 +18,7 @@ import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from neurelay.errors import BusError
 from neurelay.protocol.channels import Channel, stored_subject, stream_name
 
 BATCH = 256
@@ -38,7 +39,7 @@ class History:
     last_seq: int
 
 
-class ReplayError(Exception):
+class ReplayError(BusError):
     """JetStream answered a direct get with an error status."""
 
     def __init__(self, status: str, description: str) -> None:

@@ -26,7 +26,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
 
-from neurelay.errors import NeurelayError
+from neurelay.errors import BusError, BusUnavailable
 from neurelay.operator.drift import StreamDrift, stream_drift
 
 _UNAVAILABLE = (
@@ -42,11 +42,11 @@ _UNAVAILABLE = (
 )
 
 
-class NatsUnavailable(NeurelayError):
+class NatsUnavailable(BusUnavailable):
     """NATS or JetStream could not be reached; retry later."""
 
 
-class StreamRejected(NeurelayError):
+class StreamRejected(BusError):
     """JetStream refused the stream configuration (e.g. 3 replicas on a single server)."""
 
 
