@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
-from neurelay.errors import BusError
 from neurelay.gateway import connection, console, http_api
-from neurelay.gateway.connection import GATEWAY_KEY
 from neurelay.gateway.runtime import Gateway
+from neurelay.gateway.web import GATEWAY_KEY
 from neurelay.protocol.codes import CloseCode
 
 _BODY_SLACK = 64 * 1024
@@ -20,16 +17,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY_KEY]
-    if gateway.draining:
-        return web.json_response({"status": "draining"}, status=503)
-    if not gateway.ready:
-        return web.json_response({"status": "nats not connected"}, status=503)
-    try:
-        await gateway.bus.ping()
-    except BusError as e:
-        return web.json_response({"status": f"jetstream unreachable: {e}"}, status=503)
-    return web.json_response({"status": "ready"})
+    status = await request.app[GATEWAY_KEY].readiness()
+    return web.json_response({"status": status}, status=200 if status == "ready" else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -67,10 +56,7 @@ async def _start(app: web.Application) -> None:
 
 
 async def _close_connections(app: web.Application) -> None:
-    connections = list(app[GATEWAY_KEY].connections)
-    await asyncio.gather(
-        *(c.close(CloseCode.GOING_AWAY, "server shutting down") for c in connections)
-    )
+    await app[GATEWAY_KEY].close_connections(CloseCode.GOING_AWAY, "server shutting down")
 
 
 async def _stop(app: web.Application) -> None:

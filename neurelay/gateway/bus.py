@@ -13,12 +13,11 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import nats
 import nats.errors
 import nats.js.errors
-import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -47,11 +46,6 @@ _UNAVAILABLE = (
     asyncio.TimeoutError,
     OSError,
 )
-
-
-def envelope(payload: Any, message_id: str | int | None, timestamp_ms: int, user: str) -> bytes:
-    """The body stored in NATS for one published message."""
-    return orjson.dumps({"p": payload, "i": message_id, "t": timestamp_ms, "u": user})
 
 
 class Bus:

@@ -2,7 +2,7 @@
 
 It checks the upgrade (origin, optional token, connection limit), then reads
 frames into the Session and carries out the actions it returns: frames go to
-the outbox, subscriptions to the hub, publishes to the bus. Deadlines
+the outbox, admissions, subscriptions and publishes to the `Gateway`. Deadlines
 (authentication timeout, token expiry) are timer callbacks into the Session.
 No protocol rule lives here.
 """
@@ -14,15 +14,13 @@ import itertools
 import logging
 import os
 import time
-from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from neurelay.errors import BusError, ProtocolError
+from neurelay.errors import ProtocolError
 from neurelay.gateway.outbox import Outbox
-from neurelay.gateway.runtime import Gateway, refusal
+from neurelay.gateway.runtime import Gateway
 from neurelay.gateway.session import (
     Action,
     Admit,
@@ -33,41 +31,15 @@ from neurelay.gateway.session import (
     StartSubscription,
     StopSubscription,
 )
+from neurelay.gateway.web import GATEWAY_KEY, bearer_token, error_response, origin_allowed
 from neurelay.protocol import frames
 from neurelay.protocol.codecs import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from neurelay.protocol.codes import CloseCode, ErrorCode
 
-GATEWAY_KEY = web.AppKey("gateway", Gateway)
 _ids = itertools.count(1)
 _PROCESS_TAG = f"{os.getpid():x}"
 # aiohttp refuses (and closes with 1009) frames above this; ours below answer message_too_large.
 _TRANSPORT_SLACK = 64 * 1024
-
-
-def error_response(status: int, code: ErrorCode, message: str) -> web.Response:
-    return web.json_response({"code": code.value, "message": message}, status=status)
-
-
-def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.query.get("token") or None
-
-
-def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
-    """Same-origin (the Origin's host and port are the Host header's), or allowed by pattern."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    try:
-        authority = urlsplit(origin).netloc.lower()
-    except ValueError:
-        return False
-    if authority and authority == request.host.lower():
-        return True
-    return any(fnmatchcase(origin, pattern) for pattern in allowed)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -75,9 +47,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     config = gateway.live.config
     if not origin_allowed(request, config.allowed_origins):
         gateway.metrics.rejections.labels(ErrorCode.FORBIDDEN.value).inc()
-        return error_response(403, ErrorCode.FORBIDDEN, "origin not allowed")
+        return error_response(ErrorCode.FORBIDDEN, "origin not allowed")
     if gateway.draining:
-        return error_response(503, ErrorCode.UNAVAILABLE, "gateway is draining")
+        return error_response(ErrorCode.UNAVAILABLE, "gateway is draining")
     ws = web.WebSocketResponse(
         protocols=(JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL),
         heartbeat=config.limits.heartbeat_seconds,
@@ -89,7 +61,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     )
     ready = ws.can_prepare(request)
     if not ready.ok:
-        return error_response(400, ErrorCode.BAD_REQUEST, "expected a WebSocket upgrade")
+        return error_response(ErrorCode.BAD_REQUEST, "expected a WebSocket upgrade")
     codec = CODECS.get(ready.protocol or "", JSON)
     connection = Connection(gateway, codec, ws, request)
     return await connection.serve(bearer_token(request))
@@ -118,17 +90,17 @@ class Connection:
                 admit = self.session.authenticate_at_upgrade(token)
             except ProtocolError as e:
                 self.gateway.metrics.rejections.labels(e.code.value).inc()
-                return error_response(401, e.code, e.message)
+                return error_response(e.code, e.message)
             if not await self._acquire(admit):
                 code = ErrorCode.TOO_MANY_CONNECTIONS
                 self.gateway.metrics.rejections.labels(code.value).inc()
-                return error_response(429, code, "user holds too many connections")
+                return error_response(code, "user holds too many connections")
         try:
             await self.ws.prepare(self.request)
         except BaseException as e:
             # The client went away during the upgrade: its admission must not linger.
             if self._admitted_user is not None:
-                await self.gateway.registry.release(self._admitted_user, self.id)
+                await self.gateway.release(self._admitted_user, self.id)
             if isinstance(e, ConnectionResetError):
                 self.gateway.metrics.upgrades_abandoned.inc()
                 return web.Response(status=400)  # nobody is left to read it
@@ -174,12 +146,12 @@ class Connection:
         if not writer.cancelled() and writer.exception() is not None:
             # The socket broke under the writer; the rest of the clean-up must still run.
             self.log.debug("writer ended: %r", writer.exception(), extra={"connection": self.id})
-        await gateway.hub.drop(self.outbox, list(self.session.subscriptions.values()))
+        await gateway.drop(self.outbox, list(self.session.subscriptions.values()))
         if self._admitted_user is not None:
-            await gateway.registry.release(self._admitted_user, self.id)
+            await gateway.release(self._admitted_user, self.id)
 
     async def _acquire(self, admit: Admit) -> bool:
-        granted = await self.gateway.registry.acquire(admit.principal.user, self.id)
+        granted = await self.gateway.admit(admit.principal.user, self.id)
         if granted:
             self._admitted_user = admit.principal.user
         return granted
@@ -201,7 +173,7 @@ class Connection:
             elif isinstance(action, StartSubscription):
                 await self._subscribe(action)
             elif isinstance(action, StopSubscription):
-                await self.gateway.hub.unfollow(self.outbox, action.channel)
+                await self.gateway.unfollow(self.outbox, action.channel)
                 if action.reply:
                     self._send(frames.unsubscribed(action.channel.name, action.frame_id))
             else:
@@ -222,14 +194,12 @@ class Connection:
 
     async def _subscribe(self, action: StartSubscription) -> None:
         try:
-            await self.gateway.hub.follow(
+            await self.gateway.follow(
                 self.outbox, action.channel, action.since, action.last, action.frame_id
             )
-        except BusError as e:
+        except ProtocolError as e:
             self.session.subscription_failed(action.channel)
-            error = refusal(e, "not subscribed", action.channel)
-            error.frame_id = action.frame_id
-            self._send(frames.error_from(error))
+            self._send(frames.error_from(e))
 
     async def _publish(self, action: PublishMessage) -> None:
         principal = self.session.principal
@@ -240,7 +210,6 @@ class Connection:
                 principal.user, channel, action.payload, action.frame_id
             )
         except ProtocolError as e:
-            e.frame_id = action.frame_id
             self._send(frames.error_from(e))
             return
         self._send(frames.published(channel.name, seq, action.frame_id, duplicate=duplicate))

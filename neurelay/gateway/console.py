@@ -39,8 +39,8 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from neurelay.gateway.connection import GATEWAY_KEY, error_response
 from neurelay.gateway.observability import Metrics
+from neurelay.gateway.web import GATEWAY_KEY, error_response
 from neurelay.protocol.codes import ErrorCode
 
 DEV_TOKEN_KEY = web.AppKey("neurelay_console_dev_token", str)
@@ -126,7 +126,7 @@ class _Console:
         if refusal is not None:
             gateway = request.app[GATEWAY_KEY]
             gateway.log.warning("console dev token refused: %s", refusal)
-            return error_response(403, ErrorCode.FORBIDDEN, refusal)
+            return error_response(ErrorCode.FORBIDDEN, refusal)
         return web.json_response({"token": token}, headers=_NO_STORE)
 
 

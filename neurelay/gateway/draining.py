@@ -8,12 +8,8 @@ resumes from its last `seq`, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-from neurelay.gateway.runtime import Gateway
-
-if TYPE_CHECKING:
-    from neurelay.gateway.connection import Connection
+from neurelay.gateway.runtime import Client, Gateway
 from neurelay.protocol.codes import CloseCode
 
 
@@ -27,7 +23,7 @@ async def drain(gateway: Gateway, period_seconds: float) -> None:
         return
     step = period_seconds / len(connections)
 
-    async def close_later(delay: float, conn: Connection) -> None:
+    async def close_later(delay: float, conn: Client) -> None:
         await asyncio.sleep(delay)
         await conn.close(CloseCode.SERVICE_RESTART, "draining; reconnect")
 

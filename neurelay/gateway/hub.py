@@ -21,13 +21,13 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from neurelay.backoff import Backoff
 from neurelay.errors import BusError
 from neurelay.gateway.bus import Bus
+from neurelay.gateway.envelopes import message_frame
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox, websocket_frame
 from neurelay.gateway.replaying import History
@@ -106,7 +106,7 @@ class Hub:
             return  # unsubscribed or resubscribed meanwhile
         outbox.send(frames.subscribed(channel.name, history.last_seq, history.recovered, frame_id))
         for stored in history.messages:
-            frame = self.message_frame(channel, stored.seq, stored.data)
+            frame = message_frame(channel, stored.seq, stored.data)
             if frame is not None:
                 outbox.send(frame)
             follower.last_seq = stored.seq
@@ -271,7 +271,7 @@ class Hub:
 
     def _deliver(self, feed: Feed, seq: int, data: bytes) -> None:
         started = time.perf_counter()
-        frame = self.message_frame(feed.channel, seq, data)
+        frame = message_frame(feed.channel, seq, data)
         if frame is None:
             self._log.warning("dropped a malformed message on %s", feed.channel.name)
             return
@@ -298,14 +298,3 @@ class Hub:
         if delivered:
             self._metrics.messages_out.labels(feed.channel.namespace).inc(delivered)
         self._metrics.fanout_seconds.observe(time.perf_counter() - started)
-
-    @staticmethod
-    def message_frame(channel: Channel, seq: int, data: bytes) -> dict[str, Any] | None:
-        """The `message` frame for a stored envelope; None if someone else wrote garbage."""
-        try:
-            body = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(body, dict) or "p" not in body:
-            return None
-        return frames.message(channel.name, body["p"], body.get("i"), seq, body.get("t", 0))

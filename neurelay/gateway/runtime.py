@@ -1,8 +1,12 @@
 """Gateway: the state one gateway process shares between its connections.
 
 It owns the NATS bus, the hub, the connection registry, the metrics and the
-live settings, starts and stops their background work, and implements the
-one publish path used by both WebSocket clients and the HTTP API.
+live settings, and starts and stops their background work. It is the one
+boundary between the transports (the WebSocket pump in `connection`, the
+HTTP API in `http_api`, the console) and the core: transports call its
+methods only, never the bus, hub or registry behind it, and its methods raise
+only `ProtocolError`. A `BusError` from underneath becomes a protocol error
+here, in `_refusal`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,22 +16,40 @@ import contextlib
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from neurelay import auth
 from neurelay.backoff import Backoff
 from neurelay.config import GatewayConfig
 from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge, ProtocolError
+from neurelay.gateway import envelopes
 from neurelay.gateway.admission import ConnectionRegistry
-from neurelay.gateway.bus import Bus, envelope
+from neurelay.gateway.bus import Bus
 from neurelay.gateway.hub import Hub
 from neurelay.gateway.observability import Metrics
+from neurelay.gateway.outbox import Outbox
+from neurelay.gateway.session import authorize_publish, authorize_subscribe
 from neurelay.gateway.settings import LiveSettings
+from neurelay.protocol import frames
 from neurelay.protocol.channels import Channel
-from neurelay.protocol.codes import ErrorCode
+from neurelay.protocol.codes import CloseCode, ErrorCode
 from neurelay.protocol.frames import FrameId
 
-if TYPE_CHECKING:
-    from neurelay.gateway.connection import Connection
+
+class Client(Protocol):
+    """A connected client as the gateway sees it: something it can close."""
+
+    async def close(self, code: CloseCode, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """What one history read found: `message` frames, and the resume verdict."""
+
+    messages: list[dict[str, Any]]
+    recovered: bool
+    last_seq: int
 
 # JetStream may still be electing a leader: retry soon, then settle at a modest pace.
 _SETUP_BACKOFF = Backoff(initial_seconds=0.2, max_seconds=10.0)
@@ -41,7 +63,7 @@ class Gateway:
         self.bus = Bus(config.nats, self.log.getChild("bus"))
         self.hub = Hub(self.bus, self.live, self.metrics, self.log.getChild("hub"))
         self.registry = ConnectionRegistry(self.bus, self.live, self.log.getChild("admission"))
-        self.connections: set[Connection] = set()
+        self.connections: set[Client] = set()
         self.draining = False
         self.bus.on_reconnected = self._on_reconnected
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,31 +123,107 @@ class Gateway:
     def ready(self) -> bool:
         return self._nats_ready.is_set() and self.bus.connected and not self.draining
 
+    async def readiness(self) -> str:
+        """'ready', or why this gateway should get no new clients now."""
+        if self.draining:
+            return "draining"
+        if not self.ready:
+            return "nats not connected"
+        try:
+            await self.bus.ping()
+        except BusError as e:
+            return f"jetstream unreachable: {e}"
+        return "ready"
+
+    async def close_connections(self, code: CloseCode, reason: str) -> None:
+        await asyncio.gather(*(c.close(code, reason) for c in list(self.connections)))
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def verify(self, token: str) -> auth.Principal:
+        """The principal a token stands for; raises ProtocolError when it does not verify."""
+        return self.live.verifier.verify(token)
+
+    async def admit(self, user: str, connection_id: str) -> bool:
+        """Count a connection against `user`'s limit; False when the user is at the limit."""
+        return await self.registry.acquire(user, connection_id)
+
+    async def release(self, user: str, connection_id: str) -> None:
+        await self.registry.release(user, connection_id)
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def follow(
+        self,
+        outbox: Outbox,
+        channel: Channel,
+        since: int | None,
+        last: int | None,
+        frame_id: FrameId | None,
+    ) -> None:
+        """Queue `subscribed`, the history asked for, then live messages into `outbox`."""
+        try:
+            await self.hub.follow(outbox, channel, since, last, frame_id)
+        except BusError as e:
+            raise _refusal(e, "not subscribed", channel, frame_id) from e
+
+    async def unfollow(self, outbox: Outbox, channel: Channel) -> None:
+        await self.hub.unfollow(outbox, channel)
+
+    async def drop(self, outbox: Outbox, channels: list[Channel]) -> None:
+        """Forget a closed connection's subscriptions."""
+        await self.hub.drop(outbox, channels)
+
     async def publish(
         self, user: str, channel: Channel, payload: Any, message_id: FrameId | None
     ) -> tuple[int, bool]:
         """Publish for `user`; returns (seq, duplicate) or raises ProtocolError."""
         namespace = self.live.config.namespaces[channel.namespace]
-        body = envelope(payload, message_id, int(time.time() * 1000), user)
+        body = envelopes.encode(payload, message_id, int(time.time() * 1000), user)
         try:
             seq, duplicate = await self.bus.publish(
                 channel, body, _message_key(user, message_id), namespace.keeps_history
             )
         except BusError as e:
-            raise refusal(e, "not published", channel) from e
+            raise _refusal(e, "not published", channel, message_id) from e
         self.metrics.messages_in.labels(channel.namespace).inc()
         return seq, duplicate
 
+    async def publish_request(
+        self, principal: auth.Principal, frame: frames.Publish, size: int
+    ) -> tuple[int, bool]:
+        """Authorize and publish a request that did not come through a `Session`."""
+        authorize_publish(self.live, principal, frame.channel, size)
+        return await self.publish(principal.user, frame.channel, frame.payload, frame.id)
 
-def refusal(error: BusError, what: str, channel: Channel) -> ProtocolError:
-    """The protocol error a client gets for a failure underneath."""
+    def history_depth(self, principal: auth.Principal, channel: Channel) -> int:
+        """Authorize reading `channel`'s history; the most messages one read returns."""
+        authorize_subscribe(self.live, principal, channel)
+        return max(self.live.config.namespaces[channel.namespace].history_messages, 1)
+
+    async def history(self, channel: Channel, since: int, limit: int) -> HistoryPage:
+        """At most `limit` retained messages after `since` (authorize first)."""
+        if not self.live.config.namespaces[channel.namespace].keeps_history:
+            return HistoryPage([], recovered=False, last_seq=0)
+        try:
+            found = await self.bus.history(channel, since, None, limit)
+        except BusError as e:
+            raise _refusal(e, "history unavailable", channel, None) from e
+        messages = (envelopes.message_frame(channel, m.seq, m.data) for m in found.messages)
+        return HistoryPage([m for m in messages if m is not None], found.recovered, found.last_seq)
+
+
+def _refusal(
+    error: BusError, what: str, channel: Channel, frame_id: FrameId | None
+) -> ProtocolError:
+    """The protocol error a client gets for a failure underneath: the one mapping."""
     if isinstance(error, PayloadTooLarge):
         code = ErrorCode.MESSAGE_TOO_LARGE
     elif isinstance(error, BusUnavailable):
         code = ErrorCode.UNAVAILABLE
     else:
         code = ErrorCode.INTERNAL
-    return ProtocolError(code, f"{what}: {error}", channel=channel.name)
+    return ProtocolError(code, f"{what}: {error}", frame_id=frame_id, channel=channel.name)
 
 
 def _message_key(user: str, message_id: FrameId | None) -> str | None:

@@ -1,0 +1,35 @@
+"""Envelopes: the body a published message is stored under in NATS, both ways.
+
+A message travels between replicas, and waits in a stream's history, as one
+JSON object: `p` the payload, `i` the publisher's message id (or null), `t`
+the gateway's receive time in milliseconds since the epoch, `u` the
+publishing user. `encode` writes it; `message_frame` reads it back into the
+`message` frame a subscriber gets, and is the only reader, so live delivery,
+resume and the HTTP history endpoint cannot disagree about the format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from neurelay.protocol import frames
+from neurelay.protocol.channels import Channel
+from neurelay.protocol.frames import FrameId
+
+
+def encode(payload: Any, message_id: FrameId | None, timestamp_ms: int, user: str) -> bytes:
+    """The body stored in NATS for one published message."""
+    return orjson.dumps({"p": payload, "i": message_id, "t": timestamp_ms, "u": user})
+
+
+def message_frame(channel: Channel, seq: int, data: bytes) -> dict[str, Any] | None:
+    """The `message` frame for a stored envelope; None if someone else wrote garbage."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict) or "p" not in body:
+        return None
+    return frames.message(channel.name, body["p"], body.get("i"), seq, body.get("t", 0))
