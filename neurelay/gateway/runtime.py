@@ -51,6 +51,7 @@ class HistoryPage:
     recovered: bool
     last_seq: int
 
+
 # JetStream may still be electing a leader: retry soon, then settle at a modest pace.
 _SETUP_BACKOFF = Backoff(initial_seconds=0.2, max_seconds=10.0)
 
