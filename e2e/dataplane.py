@@ -24,9 +24,9 @@ import yaml
 
 from e2e.ingress import Ingress
 from neurelay.embedded import ClusterMembership, EmbeddedNats, free_port
+from neurelay.jetstream.streams import desired_stream
 from neurelay.operator import render
 from neurelay.operator.models import ChannelSpec, RealtimeGatewaySpec
-from neurelay.streams import desired_stream
 from tests.support.processes import GatewayProcess
 
 NODES = 3

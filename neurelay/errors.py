@@ -10,10 +10,8 @@ is left out::
     ├── ConfigError          a configuration file or variable that does not validate
     ├── BusError             NATS or JetStream failed underneath us
     │   ├── BusUnavailable   NATS is not connected; the operation may be retried later
-    │   │   └── NatsUnavailable  the operator cannot reach a gateway's NATS [operator.streaming]
     │   ├── PayloadTooLarge  the message exceeds what NATS accepts (its max_payload)
-    │   ├── ReplayError      JetStream answered a direct get with an error [gateway.replaying]
-    │   └── StreamRejected   JetStream refused a stream change or deletion [operator.streaming]
+    │   └── ReplayError      JetStream answered a direct get with an error [gateway.replaying]
     ├── KubeError            a Kubernetes API request failed; carries the status [operator.kube]
     ├── SecretMissing        a referenced Secret, or its key, does not exist [operator.kube]
     ├── RetryLater           a resource cannot be reconciled now [operator.reconciling]

@@ -4,7 +4,8 @@ Publishing (JetStream with a message id for namespaces that keep history,
 core NATS otherwise), following a channel's live subject, reading a channel's
 history for resume, creating streams, and the shared key-value table behind
 the per-user connection limit. Any nats-py exception is turned into
-`BusUnavailable` or `BusError` here and nowhere else.
+`BusUnavailable` or `BusError` here, through the one mapping of
+`neurelay.jetstream.errors`; streams are synced through `neurelay.jetstream`.
 """
 
 from __future__ import annotations
@@ -25,27 +26,18 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from neurelay.config import NamespaceSettings, NatsSettings
-from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge
+from neurelay.errors import BusError, BusUnavailable
 from neurelay.gateway import replaying
 from neurelay.gateway.replaying import History
+from neurelay.jetstream.errors import NATS_ERRORS, bus_error, mapped
+from neurelay.jetstream.streams import desired_stream
+from neurelay.jetstream.syncing import sync_stream
 from neurelay.protocol.channels import Channel, live_subject, stored_subject
-from neurelay.streams import desired_stream
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
 LEASE_BUCKET_TTL_SECONDS = 86_400.0
 MAX_CONCURRENT_REPLAYS = 32
 T = TypeVar("T")
-_UNAVAILABLE = (
-    nats.errors.ConnectionClosedError,
-    nats.errors.NoServersError,
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.ServiceUnavailableError,
-    asyncio.TimeoutError,
-    OSError,
-)
 
 
 class Bus:
@@ -61,6 +53,8 @@ class Bus:
         # History reads in flight at once; more wait, so replays cannot swamp JetStream.
         self._replays = asyncio.Semaphore(MAX_CONCURRENT_REPLAYS)
         self.reconnects = 0
+        # Streams JetStream cannot bring to the configuration, with why; set by ensure_streams.
+        self.stream_problems: dict[str, str] = {}
 
     # -- connection ------------------------------------------------------------------------
 
@@ -89,7 +83,7 @@ class Bus:
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.close()
-            except (*_UNAVAILABLE, nats.errors.Error) as e:
+            except NATS_ERRORS as e:
                 self._log.debug("NATS connection closed uncleanly: %s", e)
 
     async def _on_error(self, error: Exception) -> None:
@@ -111,31 +105,45 @@ class Bus:
 
     async def ping(self) -> None:
         """Round trip to JetStream; raises BusUnavailable when it does not answer."""
-        try:
+        with mapped("JetStream did not answer"):
             await self._client().jetstream().account_info()
-        except _UNAVAILABLE as e:
-            raise BusUnavailable(f"JetStream did not answer: {e}") from e
-        except nats.errors.Error as e:
-            raise BusError(str(e)) from e
 
     # -- streams -----------------------------------------------------------------------------
 
     async def ensure_streams(self, namespaces: dict[str, NamespaceSettings]) -> None:
-        """Create or update the stream of every namespace that keeps history."""
+        """Create or correct the stream of every namespace that keeps history.
+
+        Raises only `BusUnavailable` (retry later). A stream JetStream will
+        not bring to the configuration (it refuses it, or a field differs
+        that cannot change in place) is never retried: it is logged as an
+        error and kept in `stream_problems`, which readiness reports, until
+        a later set-up (reload, reconnect, restart) succeeds.
+        """
         js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
+        problems: dict[str, str] = {}
         for namespace, settings in namespaces.items():
             if not settings.keeps_history:
                 continue
             config = desired_stream(self.prefix, namespace, settings)
+            name = config.name or namespace
             try:
-                try:
-                    await js.update_stream(config)
-                except nats.js.errors.NotFoundError:
-                    await js.add_stream(config)
-            except _UNAVAILABLE as e:
-                raise BusUnavailable(f"cannot set up stream {config.name}: {e}") from e
-            except nats.errors.Error as e:
-                raise BusError(f"cannot set up stream {config.name}: {e}") from e
+                outcome = await sync_stream(js, config)
+            except BusUnavailable:
+                raise
+            except BusError as e:
+                problems[name] = str(e)
+                continue
+            if outcome.problem is not None:
+                problems[name] = (
+                    f"{outcome.problem}; restore the configuration or delete the stream "
+                    "(its history goes with it) to have it re-created"
+                )
+            elif outcome.action != "unchanged":
+                detail = f": {outcome.drift.describe()}" if outcome.drift else ""
+                self._log.info("stream %s %s%s", name, outcome.action, detail)
+        for name, problem in problems.items():
+            self._log.error("stream %s cannot be set up: %s", name, problem, extra={"stream": name})
+        self.stream_problems = problems
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -152,14 +160,8 @@ class Bus:
             ack = await nc.jetstream(timeout=self.settings.request_timeout_seconds).publish(
                 stored_subject(self.prefix, channel), body, headers=headers
             )
-        except nats.errors.MaxPayloadError as e:
-            raise PayloadTooLarge(
-                f"the message exceeds NATS max_payload ({nc.max_payload} bytes)"
-            ) from e
-        except _UNAVAILABLE as e:
-            raise BusUnavailable(f"publish failed: {e}") from e
-        except nats.errors.Error as e:
-            raise BusError(f"publish failed: {e}") from e
+        except NATS_ERRORS as e:
+            raise bus_error(e, "publish failed") from e
         return ack.seq, bool(ack.duplicate)
 
     # -- following ---------------------------------------------------------------------------
@@ -175,10 +177,8 @@ class Bus:
                 pending_bytes_limit=-1,
             )
             await nc.flush(timeout=math.ceil(self.settings.request_timeout_seconds))
-        except _UNAVAILABLE as e:
-            raise BusUnavailable(f"cannot subscribe: {e}") from e
-        except nats.errors.Error as e:
-            raise BusError(f"cannot subscribe: {e}") from e
+        except NATS_ERRORS as e:
+            raise bus_error(e, "cannot subscribe") from e
         return subscription
 
     async def unfollow(self, subscription: Subscription) -> None:
@@ -219,9 +219,9 @@ class Bus:
     async def _replaying(work: Awaitable[T]) -> T:
         try:
             return await work
-        except _UNAVAILABLE as e:
-            raise BusUnavailable(f"history unavailable: {e}") from e
-        except (nats.errors.Error, replaying.ReplayError) as e:
+        except NATS_ERRORS as e:
+            raise bus_error(e, "history failed") from e
+        except replaying.ReplayError as e:
             raise BusError(f"history failed: {e}") from e
 
     # -- connection leases -------------------------------------------------------------------
@@ -235,12 +235,8 @@ class Bus:
                 ttl=LEASE_BUCKET_TTL_SECONDS,
                 storage=StorageType.FILE,
             )
-            try:
+            with mapped("connection table failed"):
                 self._kv = await js.create_key_value(config=config)
-            except _UNAVAILABLE as e:
-                raise BusUnavailable(f"connection table unavailable: {e}") from e
-            except nats.errors.Error as e:
-                raise BusError(f"connection table failed: {e}") from e
         return self._kv
 
     async def compare_and_set(
@@ -266,8 +262,6 @@ class Bus:
                 except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
                     continue
                 return updated
-        except _UNAVAILABLE as e:
-            raise BusUnavailable(f"connection table unavailable: {e}") from e
-        except nats.errors.Error as e:
-            raise BusError(f"connection table failed: {e}") from e
+        except NATS_ERRORS as e:
+            raise bus_error(e, "connection table failed") from e
         raise BusError(f"too much contention on {key}")

@@ -63,6 +63,12 @@ class Metrics:
             "WebSocket upgrades the client dropped before they completed.",
             registry=r,
         )
+        self.streams_refused = Gauge(
+            "neurelay_streams_refused",
+            "Streams JetStream will not bring to the configuration (refused, or a field "
+            "that cannot change in place); /readyz names them.",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "neurelay_config_reloads", "Configuration reloads, by result.", ["result"], registry=r
         )

@@ -67,6 +67,7 @@ class Gateway:
         self.connections: set[Client] = set()
         self.draining = False
         self.bus.on_reconnected = self._on_reconnected
+        self.metrics.streams_refused.set_function(lambda: len(self.bus.stream_problems))
         self._tasks: list[asyncio.Task[None]] = []
         self._nats_ready = asyncio.Event()
 
@@ -87,7 +88,8 @@ class Gateway:
             try:
                 await self._prepare_nats()
             except BusError as e:
-                # JetStream may still be electing a leader, or be briefly out of reach.
+                # JetStream may still be electing a leader, or be briefly out of reach (streams
+                # it refuses are not raised: they are reported by readiness, never retried).
                 delay = _SETUP_BACKOFF.delay(attempt)
                 attempt += 1
                 self.log.warning("JetStream set-up failed, retrying in %.1fs: %s", delay, e)
@@ -128,6 +130,8 @@ class Gateway:
         """'ready', or why this gateway should get no new clients now."""
         if self.draining:
             return "draining"
+        if self.bus.stream_problems:
+            return "streams not set up: " + "; ".join(self.bus.stream_problems.values())
         if not self.ready:
             return "nats not connected"
         try:

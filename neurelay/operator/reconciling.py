@@ -18,7 +18,10 @@ from typing import Any, Literal
 
 import pydantic
 
-from neurelay.errors import NeurelayError
+from neurelay.errors import BusError, BusUnavailable, NeurelayError
+from neurelay.jetstream.pool import NatsPool
+from neurelay.jetstream.streams import desired_stream
+from neurelay.jetstream.syncing import delete_stream, stream_info, sync_stream
 from neurelay.operator import API_VERSION
 from neurelay.operator import conditions as cond
 from neurelay.operator.kube import Kube, KubeError, SecretMissing, digest
@@ -34,16 +37,7 @@ from neurelay.operator.render import (
     subject_prefix,
 )
 from neurelay.operator.settings import PAUSED_ANNOTATION, OperatorSettings
-from neurelay.operator.streaming import (
-    NatsPool,
-    NatsUnavailable,
-    StreamRejected,
-    delete_stream,
-    stream_info,
-    sync_stream,
-)
 from neurelay.protocol.channels import stream_name
-from neurelay.streams import desired_stream
 
 Body = Mapping[str, Any]
 EventType = Literal["Normal", "Warning"]
@@ -408,10 +402,10 @@ async def _reconcile_channel(
     except SecretMissing as e:
         await retry_later("SecretNotFound", str(e))
         return
-    except NatsUnavailable as e:
+    except BusUnavailable as e:
         await retry_later("NatsUnavailable", str(e))
         return
-    except StreamRejected as e:
+    except BusError as e:
         # Retrying the same request would be refused the same way: report, wait for a change.
         await report(False, "StreamRejected", str(e), event="Warning")
         ctx.metrics.reconciliations.labels("Channel", "refused").inc()
@@ -425,12 +419,7 @@ async def _reconcile_channel(
     }
     unchanged_spec = status.get("observedGeneration") == generation and bool(status.get("stream"))
     if outcome.action == "incompatible":
-        drift = outcome.drift
-        assert drift is not None
-        message = (
-            f"stream {desired.name}: {drift.describe(drift.immutable)} cannot change in place; "
-            "revert the spec, or delete the stream to have it re-created"
-        )
+        message = f"{outcome.problem}; revert the spec, or delete the stream to have it re-created"
         await report(False, "IncompatibleChange", message, event="Warning", fields=fields)
         ctx.metrics.reconciliations.labels("Channel", "refused").inc()
         return
@@ -541,10 +530,10 @@ async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, r
         credentials = await _nats_credentials(ctx.kube, namespace, gateway_spec)
         js = await ctx.nats.jetstream(gateway_spec.nats.url, credentials)
         deleted = await delete_stream(js, stream)
-    except (NatsUnavailable, SecretMissing) as e:
+    except (BusUnavailable, SecretMissing) as e:
         notify("Warning", "StreamNotDeleted", f"stream {stream} not deleted yet: {e}")
         raise RetryLater(str(e), ctx.settings.backoff(retry)) from e
-    except StreamRejected as e:
+    except BusError as e:
         notify("Warning", "StreamNotDeleted", str(e))
         raise RetryLater(str(e), ctx.settings.backoff(retry)) from e
     if deleted:

@@ -168,10 +168,10 @@ async def _operate(
 ) -> None:
     import kopf
 
+    from neurelay.jetstream.pool import NatsPool
     from neurelay.operator.handlers import build_registry
     from neurelay.operator.kube import Kube
     from neurelay.operator.reconciling import Context
-    from neurelay.operator.streaming import NatsPool
 
     kube = await Kube.connect(log, kubeconfig)
     nats = NatsPool(

@@ -573,8 +573,8 @@ async def test_upgrades_abandoned_by_the_client_do_not_use_up_the_connection_lim
 async def test_resume_after_the_stream_was_recreated_reports_not_recovered(gateway, connect, token):
     import nats as nats_client
 
+    from neurelay.jetstream.streams import desired_stream
     from neurelay.protocol.channels import stream_name
-    from neurelay.streams import desired_stream
 
     client = await connect(gateway.ws_url, token())
     seqs = [

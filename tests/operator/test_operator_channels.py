@@ -11,8 +11,7 @@ import yaml
 
 from neurelay.config import GatewayConfig, NamespaceSettings
 from neurelay.embedded import EmbeddedNats
-from neurelay.operator.drift import stream_drift
-from neurelay.streams import desired_stream
+from neurelay.jetstream.streams import desired_stream, stream_drift
 from tests.operator.conftest import (
     REPO,
     Cluster,

@@ -1,56 +1,12 @@
-"""Stream drift and conditions: the pure decisions of the operator (no cluster needed)."""
+"""Conditions and back-off: pure decisions of the operator (no cluster needed).
+
+Stream drift is proven in tests/jetstream, with the module that computes it.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-
-from nats.js.api import StreamConfig
-
-from neurelay.config import NamespaceSettings
 from neurelay.operator import conditions as cond
-from neurelay.operator.drift import stream_drift
 from neurelay.operator.settings import OperatorSettings
-from neurelay.streams import desired_stream
-
-DESIRED = desired_stream("p", "agent", NamespaceSettings(history_messages=100))
-
-
-def as_server_reports(config: StreamConfig) -> StreamConfig:
-    """The config as the server returns it: defaults filled in, enums as strings."""
-    return StreamConfig.from_response(
-        {**config.as_dict(), "retention": "limits", "max_msgs": -1, "max_bytes": -1}
-    )
-
-
-def test_identical_stream_is_in_sync_despite_server_defaults() -> None:
-    drift = stream_drift(DESIRED, as_server_reports(DESIRED))
-    assert drift.in_sync
-
-
-def test_unlimited_age_spelled_zero_or_none_is_the_same() -> None:
-    desired = desired_stream("p", "agent", NamespaceSettings(history_max_age_seconds=0))
-    actual = dataclasses.replace(as_server_reports(desired), max_age=0.0)
-    assert stream_drift(desired, actual).in_sync
-
-
-def test_history_change_is_an_in_place_update() -> None:
-    actual = dataclasses.replace(as_server_reports(DESIRED), max_msgs_per_subject=5)
-    drift = stream_drift(DESIRED, actual)
-    assert drift.changed == ("max_msgs_per_subject",)
-    assert drift.compatible
-    assert "5 -> 100" in drift.describe()
-
-
-def test_storage_change_is_incompatible() -> None:
-    desired = desired_stream("p", "agent", NamespaceSettings(storage="memory"))
-    drift = stream_drift(desired, as_server_reports(DESIRED))
-    assert drift.immutable == ("storage",)
-    assert not drift.compatible
-
-
-def test_republish_drift_is_detected() -> None:
-    actual = dataclasses.replace(as_server_reports(DESIRED), republish=None)
-    assert stream_drift(DESIRED, actual).changed == ("republish",)
 
 
 def test_condition_keeps_transition_time_while_status_holds() -> None:
