@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from neurelay import configdoc
-from neurelay.protocol.codes import CloseCode, ErrorCode
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -15,11 +14,3 @@ def test_configuration_reference_is_generated_from_the_model():
     assert committed == configdoc.render(), (
         "docs/configuration.md is stale: run python -m neurelay.configdoc > docs/configuration.md"
     )
-
-
-def test_protocol_document_lists_every_error_code_and_close_code():
-    text = (DOCS / "protocol.md").read_text(encoding="utf-8")
-    for code in ErrorCode:
-        assert f"| `{code.value}` |" in text, code
-    for close in CloseCode:
-        assert f"| {close.value} |" in text, close

@@ -33,6 +33,19 @@ export type ClientErrorCode = "connection_lost" | "closed" | "timeout";
 export declare const ERROR_CODES: readonly ErrorCode[];
 export declare const CLIENT_ERROR_CODES: readonly ClientErrorCode[];
 
+/** Close codes the gateway ends a connection with (docs/protocol.md, "Close codes"). */
+export declare const CLOSE_CODES: Readonly<{
+  NORMAL: 1000;
+  GOING_AWAY: 1001;
+  MESSAGE_TOO_BIG: 1009;
+  INTERNAL_ERROR: 1011;
+  SERVICE_RESTART: 1012;
+  AUTH_TIMEOUT: 4001;
+  TOO_MANY_CONNECTIONS: 4003;
+  SLOW_CONSUMER: 4005;
+}>;
+export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];
+
 /** Every error the client rejects with or reports. */
 export declare class NeurelayError extends Error {
   constructor(

@@ -45,6 +45,18 @@ export const ERROR_CODES = Object.freeze([
 /** Codes the client itself uses: the connection dropped, the client was closed, no reply in time. */
 export const CLIENT_ERROR_CODES = Object.freeze(["connection_lost", "closed", "timeout"]);
 
+/** Close codes the gateway ends a connection with (docs/protocol.md, "Close codes"). */
+export const CLOSE_CODES = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  SERVICE_RESTART: 1012,
+  AUTH_TIMEOUT: 4001,
+  TOO_MANY_CONNECTIONS: 4003,
+  SLOW_CONSUMER: 4005,
+});
+
 // Errors after which reconnecting cannot help without the caller doing something.
 const FINAL_ERRORS = new Set(["auth_failed"]);
 // Errors that end one subscription when re-subscribing after a reconnect (others retry later).
