@@ -76,9 +76,12 @@ class ClientError(NeurelayError):
 
 
 class ServerError(ClientError):
-    """The gateway answered a request with an `error` frame."""
+    """The gateway answered a request with an `error` frame.
 
-    def __init__(self, code: str, message: str, channel: str | None = None) -> None:
+    `code` is an `ErrorCode`, or the string sent when this version does not know the code.
+    """
+
+    def __init__(self, code: ErrorCode | str, message: str, channel: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

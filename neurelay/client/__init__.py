@@ -11,9 +11,11 @@ Every error the client raises on purpose is a `ClientError`: `ServerError`
 and `ConnectionLost`, all exported here.
 """
 
-from neurelay.client.connection import Client, Message, Published, Subscription
+from neurelay.client.connection import Client
+from neurelay.client.subscription import Subscription
 from neurelay.errors import ClientError, ConnectionLost, NeurelayError, RequestTimeout, ServerError
 from neurelay.protocol.codes import CloseCode, ErrorCode
+from neurelay.protocol.server_frames import Message, Published
 
 __all__ = [
     "Client",

@@ -16,102 +16,48 @@ import dataclasses
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from neurelay.backoff import Backoff
-from neurelay.errors import ConnectionLost, RequestTimeout, ServerError
+from neurelay.client.cursor import Cursor
+from neurelay.client.subscription import Following, Subscription
+from neurelay.errors import ClientError, ConnectionLost, ProtocolError, RequestTimeout, ServerError
+from neurelay.protocol import frames
 from neurelay.protocol.codecs import CODECS, JSON_SUBPROTOCOL, Codec
+from neurelay.protocol.codes import ErrorCode
+from neurelay.protocol.frames import FrameId
+from neurelay.protocol.server_frames import (
+    Authenticated,
+    Error,
+    Message,
+    Pong,
+    Published,
+    ServerFrame,
+    Subscribed,
+    Unsubscribed,
+    parse_server_frame,
+)
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
-# Close codes after which reconnecting cannot help without the caller doing something.
-_FINAL_ERRORS = frozenset({"auth_failed"})
-_SUBSCRIPTION_ENDING_ERRORS = frozenset({"forbidden", "invalid_channel"})
+Reply = TypeVar("Reply", Authenticated, Subscribed, Unsubscribed, Published, Pong)
+# Errors after which reconnecting cannot help without the caller doing something.
+_FINAL_ERRORS = frozenset({ErrorCode.AUTH_FAILED})
+# Errors that end one subscription when re-subscribing after a reconnect.
+_SUBSCRIPTION_ENDING_ERRORS = frozenset({ErrorCode.FORBIDDEN, ErrorCode.INVALID_CHANNEL})
 log = logging.getLogger("neurelay.client")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Message:
-    channel: str
-    payload: Any
-    seq: int
-    id: str | int | None
-    timestamp: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Published:
-    channel: str
-    seq: int
-    duplicate: bool
-
-
-class Subscription:
-    """Messages of one channel, in order, each once; iterate with `async for`."""
-
-    def __init__(self, channel: str, since: int | None, last: int | None) -> None:
-        self.channel = channel
-        self.last_seq = since or 0
-        self.recovered = True
-        # Messages the gateway sent again (e.g. around a reconnect) that were dropped by seq.
-        self.duplicates = 0
-        self._since = since
-        self._last = last
-        self._acknowledged = False
-        # The channel's seq when the gateway confirmed the subscription: history, if asked
-        # for, ends there, and a plain subscription continues from there.
-        self._position = 0
-        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
-
-    def _request(self) -> dict[str, Any]:
-        """The subscribe frame for now: the first one, or a resume after a reconnect."""
-        frame: dict[str, Any] = {"type": "subscribe", "channel": self.channel}
-        wants_history = self._since is not None or self._last is not None
-        if self._acknowledged and not (wants_history and self.last_seq < self._position):
-            frame["since"] = max(self.last_seq, self._position)
-        elif self._since is not None or self.last_seq:
-            frame["since"] = max(self._since or 0, self.last_seq)
-        elif self._last is not None:
-            frame["last"] = self._last
-        return frame
-
-    def _acknowledge(self, reply: dict[str, Any]) -> None:
-        self.recovered = bool(reply.get("recovered", True))
-        self._position = max(self._position, int(reply.get("seq", 0)))
-        self._acknowledged = True
-
-    def _offer(self, message: Message) -> None:
-        if message.seq:
-            if message.seq <= self.last_seq:
-                self.duplicates += 1
-                return
-            self.last_seq = message.seq
-        self._queue.put_nowait(message)
-
-    def _end(self) -> None:
-        self._queue.put_nowait(None)
-
-    async def get(self, timeout: float | None = None) -> Message:
-        item = await asyncio.wait_for(self._queue.get(), timeout)
-        if item is None:
-            self._queue.put_nowait(None)
-            raise ConnectionLost("subscription ended")
-        return item
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self.get()
-        except ConnectionLost:
-            raise StopAsyncIteration from None
-
-
 class Client:
+    """One WebSocket to a gateway, kept alive across disconnects (see the module docstring).
+
+    `backoff_initial` and `backoff_max` (seconds) bound the delay between reconnect
+    attempts; `request_timeout` (seconds) bounds the wait for a connection and a reply.
+    """
+
     def __init__(
         self,
         url: str,
@@ -132,11 +78,12 @@ class Client:
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._connected = asyncio.Event()
-        self._subscriptions: dict[str, Subscription] = {}
+        self._following: dict[str, Following] = {}
         # A request's future resolves to its reply, or to None: "connection lost, send again".
-        self._pending: dict[str | int, asyncio.Future[dict[str, Any] | None]] = {}
+        self._pending: dict[FrameId, asyncio.Future[ServerFrame | None]] = {}
         self._ids = itertools.count(1)
         self._runner: asyncio.Task[None] | None = None
+        self._reauthentication: asyncio.Task[None] | None = None
         self._closed = False
         self._fatal: BaseException | None = None
         self.reconnects = 0
@@ -173,12 +120,13 @@ class Client:
         self._closed = True
         if self._ws is not None:
             await self._ws.close()
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-        for subscription in self._subscriptions.values():
-            subscription._end()
+        for task in (self._reauthentication, self._runner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for following in self._following.values():
+            following.end()
         self._fail_pending(ConnectionLost("client closed"))
         if self._http is not None:
             await self._http.close()
@@ -191,18 +139,20 @@ class Client:
         self._ws = ws
         try:
             token = await self._token_value()
-            reply = await self._exchange_direct({"type": "authenticate", "token": token})
-            self.user = reply.get("user")
-            for channel, subscription in list(self._subscriptions.items()):
+            reply = await self._exchange_direct(frames.authenticate(token), Authenticated)
+            self.user = reply.user
+            for channel, following in list(self._following.items()):
                 try:
-                    await self._exchange_direct(subscription._request(), subscription=subscription)
+                    subscribed = await self._exchange_direct(following.cursor.request(), Subscribed)
                 except ServerError as e:
                     if e.code not in _SUBSCRIPTION_ENDING_ERRORS:
                         raise
                     # The new token (or configuration) no longer allows it: end it, go on.
                     log.warning("subscription to %s ended: %s", channel, e)
-                    del self._subscriptions[channel]
-                    subscription._end()
+                    del self._following[channel]
+                    following.end()
+                else:
+                    following.cursor.acknowledge(subscribed)
         except BaseException:
             await ws.close()
             raise
@@ -214,9 +164,14 @@ class Client:
         value = self._token()
         return value if isinstance(value, str) else await value
 
-    async def _exchange_direct(
-        self, frame: dict[str, Any], subscription: Subscription | None = None
-    ) -> dict[str, Any]:
+    def _read(self, data: bytes | str) -> ServerFrame | None:
+        """Decode and type one frame from the gateway; None for a type this client skips."""
+        try:
+            return parse_server_frame(self._codec.decode(data))
+        except ProtocolError as e:
+            raise ConnectionLost(f"the gateway sent a frame this client cannot read: {e}") from e
+
+    async def _exchange_direct(self, frame: dict[str, Any], expected: type[Reply]) -> Reply:
         """Request/reply before the reader task runs (during connect): read until the reply."""
         assert self._ws is not None
         frame_id = f"c{next(self._ids)}"
@@ -227,16 +182,11 @@ class Client:
                 raise ConnectionLost(
                     f"connection closed during set-up: {msg.extra}", self._ws.close_code
                 )
-            incoming = self._codec.decode(msg.data)
-            if incoming.get("id") == frame_id:
-                if incoming.get("type") == "error":
-                    raise ServerError(
-                        incoming["code"], incoming["message"], incoming.get("channel")
-                    )
-                if subscription is not None:
-                    subscription._acknowledge(incoming)
-                return dict(incoming)
-            self._dispatch(incoming)
+            incoming = self._read(msg.data)
+            if incoming is not None and incoming.id == frame_id:
+                return _reply(incoming, expected)
+            if incoming is not None:
+                self._dispatch(incoming)
 
     async def _run(self) -> None:
         try:
@@ -245,8 +195,8 @@ class Client:
             log.exception("client stopped")
             self._fatal = self._fatal or ConnectionLost(f"client failed: {e}")
         finally:
-            for subscription in self._subscriptions.values():
-                subscription._end()
+            for following in self._following.values():
+                following.end()
             self._fail_pending(self._fatal or ConnectionLost("connection closed"))
 
     async def _serve(self) -> None:
@@ -255,7 +205,9 @@ class Client:
             assert self._ws is not None
             async for msg in self._ws:
                 if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    self._dispatch(self._codec.decode(msg.data))
+                    frame = self._read(msg.data)
+                    if frame is not None:
+                        self._dispatch(frame)
             self._connected.clear()
             code = self._ws.close_code
             log.info("disconnected (close code %s)", code)
@@ -279,36 +231,36 @@ class Client:
                     self.reconnects += 1
                     break
 
-    def _dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind == "message":
-            subscription = self._subscriptions.get(frame.get("channel", ""))
-            if subscription is not None:
-                subscription._offer(
-                    Message(
-                        frame["channel"],
-                        frame.get("payload"),
-                        frame.get("seq", 0),
-                        frame.get("id"),
-                        frame.get("timestamp", 0),
-                    )
-                )
+    def _dispatch(self, frame: ServerFrame) -> None:
+        if isinstance(frame, Message):
+            following = self._following.get(frame.channel)
+            if following is not None:
+                following.deliver(frame)
             return
-        if kind == "error" and frame.get("code") == "token_expired" and frame.get("id") is None:
-            asyncio.get_running_loop().create_task(self._reauthenticate())
-        if kind == "error" and frame.get("code") == "rate_limited" and "id" not in frame:
-            # Dropped unread, so no id: the gateway answers frames in order, so it is ours
-            # that has waited longest.
-            frame = {**frame, "id": next(iter(self._pending), None)}
-        future = self._pending.pop(frame["id"], None) if frame.get("id") is not None else None
+        if isinstance(frame, Error) and frame.id is None:
+            if frame.code == ErrorCode.TOKEN_EXPIRED:
+                self._start_reauthentication()
+            elif frame.code == ErrorCode.RATE_LIMITED:
+                # Dropped unread, so no id: the gateway answers frames in order, so it is
+                # ours that has waited longest.
+                frame = dataclasses.replace(frame, id=next(iter(self._pending), None))
+        future = self._pending.pop(frame.id, None) if frame.id is not None else None
         if future is not None and not future.done():
             future.set_result(frame)
-        elif kind == "error":
-            log.warning("gateway error: %s: %s", frame.get("code"), frame.get("message"))
+        elif isinstance(frame, Error):
+            log.warning("gateway error: %s: %s", frame.code, frame.message)
+
+    def _start_reauthentication(self) -> None:
+        # One at a time; the reference keeps the task alive and lets close() cancel it.
+        if self._reauthentication is None or self._reauthentication.done():
+            self._reauthentication = asyncio.get_running_loop().create_task(
+                self._reauthenticate(), name="neurelay-client-reauthenticate"
+            )
 
     async def _reauthenticate(self) -> None:
-        with contextlib.suppress(ServerError, ConnectionLost, asyncio.TimeoutError):
-            await self._request({"type": "authenticate", "token": await self._token_value()})
+        with contextlib.suppress(ClientError):
+            token = await self._token_value()
+            await self._request(frames.authenticate(token), Authenticated)
 
     def _retry_pending(self) -> None:
         # Unanswered requests are re-sent by their callers after the reconnect.
@@ -331,8 +283,10 @@ class Client:
         else:
             await self._ws.send_str(data.decode())
 
-    async def _request(self, frame: dict[str, Any], *, retry: bool = False) -> dict[str, Any]:
-        frame_id = frame.setdefault("id", f"c{next(self._ids)}")
+    async def _request(
+        self, frame: dict[str, Any], expected: type[Reply], *, retry: bool = False
+    ) -> Reply:
+        frame_id: FrameId = frame.setdefault("id", f"c{next(self._ids)}")
         while True:
             if self._fatal is not None:
                 raise self._fatal
@@ -342,7 +296,7 @@ class Client:
                 await asyncio.wait_for(self._connected.wait(), self._request_timeout)
             except TimeoutError:
                 raise RequestTimeout(f"not connected within {self._request_timeout}s") from None
-            future: asyncio.Future[dict[str, Any] | None]
+            future: asyncio.Future[ServerFrame | None]
             future = asyncio.get_running_loop().create_future()
             self._pending[frame_id] = future
             try:
@@ -354,45 +308,46 @@ class Client:
                 raise RequestTimeout(f"no reply within {self._request_timeout}s") from None
             finally:
                 self._pending.pop(frame_id, None)
-            if reply is None:
-                if retry:
-                    continue
+            if reply is not None:
+                return _reply(reply, expected)
+            if not retry:
                 raise ConnectionLost("connection lost before the reply")
-            if reply.get("type") == "error":
-                raise ServerError(reply["code"], reply["message"], reply.get("channel"))
-            return reply
 
     # -- API ---------------------------------------------------------------------------------
 
     async def subscribe(
         self, channel: str, *, since: int | None = None, last: int | None = None
     ) -> Subscription:
-        subscription = Subscription(channel, since, last)
-        self._subscriptions[channel] = subscription
+        """Follow a channel: from now, from after `since`, or from its `last` N messages."""
+        following = Following(Cursor(channel, since, last))
+        self._following[channel] = following
         try:
-            reply = await self._request(subscription._request(), retry=True)
+            reply = await self._request(following.cursor.request(), Subscribed, retry=True)
         except BaseException:
-            self._subscriptions.pop(channel, None)
+            self._following.pop(channel, None)
             raise
-        subscription._acknowledge(reply)
-        return subscription
+        following.cursor.acknowledge(reply)
+        return Subscription(following)
 
     async def unsubscribe(self, channel: str) -> None:
-        subscription = self._subscriptions.pop(channel, None)
-        if subscription is not None:
-            subscription._end()
-            await self._request({"type": "unsubscribe", "channel": channel}, retry=True)
+        following = self._following.pop(channel, None)
+        if following is not None:
+            following.end()
+            await self._request(frames.unsubscribe(channel), Unsubscribed, retry=True)
 
     async def publish(self, channel: str, payload: Any, *, id: str | None = None) -> Published:
         """Publish and wait for the acknowledgement; retried across reconnects with one id."""
-        frame = {
-            "type": "publish",
-            "channel": channel,
-            "payload": payload,
-            "id": id or uuid.uuid4().hex,
-        }
-        reply = await self._request(frame, retry=True)
-        return Published(reply["channel"], reply.get("seq", 0), bool(reply.get("duplicate")))
+        frame = frames.publish(channel, payload, id or uuid.uuid4().hex)
+        return await self._request(frame, Published, retry=True)
 
     async def ping(self) -> None:
-        await self._request({"type": "ping"})
+        await self._request(frames.ping(), Pong)
+
+
+def _reply(frame: ServerFrame, expected: type[Reply]) -> Reply:
+    """The reply as the type the request expects; an `error` frame raises `ServerError`."""
+    if isinstance(frame, Error):
+        raise ServerError(frame.code, frame.message, frame.channel)
+    if not isinstance(frame, expected):
+        raise ConnectionLost(f"the gateway answered with {frame!r}, not {expected.__name__}")
+    return frame

@@ -4,8 +4,10 @@
 frames or raises `ProtocolError` with the code docs/protocol.md gives: a
 missing or misspelt field, a value of the wrong type or size, or an unknown
 field is `bad_request`; an unknown `type` is `unknown_type`; a bad channel is
-`invalid_channel`. The server-side builders return plain dicts ready for a
-codec, leaving out fields that are None.
+`invalid_channel`. The builders, of server frames (for the gateway) and of
+client frames (for clients), return plain dicts ready for a codec, leaving
+out fields that are None; clients read server frames with
+`neurelay.protocol.server_frames`.
 """
 
 from __future__ import annotations
@@ -196,3 +198,34 @@ def error_from(exc: ProtocolError) -> dict[str, Any]:
 
 def pong(frame_id: FrameId | None) -> dict[str, Any]:
     return _frame(type="pong", id=frame_id)
+
+
+# -- client frames, as clients build them (parse_client_frame accepts each) --------------------
+
+
+def authenticate(token: str, frame_id: FrameId | None = None) -> dict[str, Any]:
+    return _frame(type="authenticate", id=frame_id, token=token)
+
+
+def subscribe(
+    channel: str,
+    frame_id: FrameId | None = None,
+    *,
+    since: int | None = None,
+    last: int | None = None,
+) -> dict[str, Any]:
+    return _frame(type="subscribe", id=frame_id, channel=channel, since=since, last=last)
+
+
+def unsubscribe(channel: str, frame_id: FrameId | None = None) -> dict[str, Any]:
+    return _frame(type="unsubscribe", id=frame_id, channel=channel)
+
+
+def publish(channel: str, payload: Any, frame_id: FrameId | None = None) -> dict[str, Any]:
+    frame = _frame(type="publish", id=frame_id, channel=channel)
+    frame["payload"] = payload
+    return frame
+
+
+def ping(frame_id: FrameId | None = None) -> dict[str, Any]:
+    return _frame(type="ping", id=frame_id)
