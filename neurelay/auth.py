@@ -3,8 +3,10 @@
 `TokenVerifier` turns a token into a `Principal` or raises `ProtocolError`
 with `auth_failed` or `token_expired`. Exactly one algorithm is accepted, the
 one configured, so `alg: none` and algorithm-confusion tokens are refused.
-`exp` and `sub` are required; `channels` and `publish` are lists of glob
-patterns (`agent:*`, `conversation:42`). `may_subscribe` and `may_publish`
+`exp` and `sub` are required; `exp`, `iat` and `nbf` must be finite numbers
+within sane bounds (an `exp` more than `MAX_TOKEN_LIFETIME_SECONDS` ahead is
+refused, so no time a reply carries can overflow 64 bits); `channels` and
+`publish` are lists of glob patterns (`agent:*`, `conversation:42`). `may_subscribe` and `may_publish`
 apply the rules of docs/protocol.md: `system` is readable by every
 authenticated user and `user:<sub>` only by its owner, whatever the patterns.
 """
@@ -12,6 +14,7 @@ authenticated user and `user:<sub>` only by its owner, whatever the patterns.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
@@ -28,6 +31,9 @@ from neurelay.protocol.codes import ErrorCode
 USER_NAMESPACE = "user"
 MAX_PATTERNS = 1000
 MAX_CLAIM_STRING = 256
+# Beyond any real token's life; keeps `exp` in milliseconds far inside a signed 64-bit integer.
+MAX_TOKEN_LIFETIME_SECONDS = 10 * 366 * 86_400
+_TIME_CLAIMS = ("exp", "iat", "nbf")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,11 +100,24 @@ class TokenVerifier:
             raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "token has expired") from e
         except jwt.InvalidTokenError as e:
             raise ProtocolError(ErrorCode.AUTH_FAILED, f"invalid token: {e}") from e
+        except (OverflowError, ValueError, TypeError) as e:
+            # PyJWT converts time claims with int(): infinities and the like end up here.
+            raise ProtocolError(
+                ErrorCode.AUTH_FAILED, "invalid token: a time claim is not a time"
+            ) from e
+        for name in _TIME_CLAIMS:
+            _claim_time(claims.get(name), name)
+        expires_at = float(claims["exp"])
+        if expires_at > time.time() + MAX_TOKEN_LIFETIME_SECONDS:
+            raise ProtocolError(
+                ErrorCode.AUTH_FAILED,
+                f"claim 'exp' lies more than {MAX_TOKEN_LIFETIME_SECONDS} seconds ahead",
+            )
         return Principal(
             user=_claim_string(claims.get("sub"), "sub"),
             subscribe=_claim_patterns(claims.get("channels"), "channels"),
             publish=_claim_patterns(claims.get("publish"), "publish"),
-            expires_at=float(claims["exp"]),
+            expires_at=expires_at,
         )
 
 
@@ -138,6 +157,19 @@ def _claim_string(value: object, name: str) -> str:
             ErrorCode.AUTH_FAILED, f"claim '{name}' must be a string of 1 to {MAX_CLAIM_STRING}"
         )
     return value
+
+
+def _claim_time(value: object, name: str) -> None:
+    """A time claim, when present: a finite, non-negative number of seconds since the epoch."""
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= time.time() + MAX_TOKEN_LIFETIME_SECONDS
+    ):
+        raise ProtocolError(ErrorCode.AUTH_FAILED, f"claim '{name}' is not a sane time")
 
 
 def _claim_patterns(value: object, name: str) -> tuple[str, ...]:

@@ -194,6 +194,34 @@ def test_non_numeric_exp_is_refused(exp: object) -> None:
     assert refusal(hs256(), sign(claims(exp=exp))) is ErrorCode.AUTH_FAILED
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"exp": 1.8e16},  # ms would overflow 64 bits
+        {"exp": 2**70},
+        {"exp": float("inf")},
+        {"exp": float("nan")},
+        {"iat": True},
+        {"exp": int(time.time()) + 11 * 366 * 86_400},
+        {"iat": float("inf")},
+        {"iat": -(2**70)},
+        {"iat": 1e300},
+        {"nbf": float("-inf")},
+        {"nbf": -5},
+        {"nbf": float("nan")},
+    ],
+    ids=repr,
+)
+def test_time_claims_out_of_sane_bounds_are_auth_failed(overrides: dict[str, Any]) -> None:
+    assert refusal(hs256(), sign(claims(**overrides))) is ErrorCode.AUTH_FAILED
+
+
+def test_token_living_ten_years_is_accepted() -> None:
+    exp = int(time.time()) + 10 * 365 * 86_400
+
+    assert hs256().verify(sign(claims(exp=exp))).expires_at_ms == exp * 1000
+
+
 # -- forged, foreign and malformed tokens -----------------------------------------------------
 
 
