@@ -6,9 +6,10 @@ one configured, so `alg: none` and algorithm-confusion tokens are refused.
 `exp` and `sub` are required; `exp`, `iat` and `nbf` must be finite numbers
 within sane bounds (an `exp` more than `MAX_TOKEN_LIFETIME_SECONDS` ahead is
 refused, so no time a reply carries can overflow 64 bits); `channels` and
-`publish` are lists of glob patterns (`agent:*`, `conversation:42`). `may_subscribe` and `may_publish`
-apply the rules of docs/protocol.md: `system` is readable by every
-authenticated user and `user:<sub>` only by its owner, whatever the patterns.
+`publish` are lists of glob patterns (`agent:*`, `conversation:42`).
+`may_subscribe` and `may_publish` apply the rules of docs/protocol.md:
+`system` is readable by every authenticated user and `user:<sub>` only by its
+owner, whatever the patterns.
 """
 
 from __future__ import annotations
