@@ -56,6 +56,23 @@ class NatsSettings(_Section):
     request_timeout_seconds: float = Field(
         5.0, gt=0, le=60, description="JetStream publish and history requests give up after this."
     )
+    replay_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="History reads (resume with `since`, `last`, gap repair, the history API) "
+        "in flight at once per gateway; more wait their turn, so replays cannot swamp JetStream "
+        "or the gateway's NATS connection. A connection's own frames are handled in order, so "
+        "one connection runs at most one replay at a time.",
+    )
+    replay_batch_bytes: int = Field(
+        MiB,
+        ge=64 * 1024,
+        le=64 * MiB,
+        description="Bytes of messages JetStream sends in answer to one history request (at "
+        "least one message); a replay reads in such batches, so no single answer floods the "
+        "NATS connection.",
+    )
 
     @pydantic.field_validator("subject_prefix")
     @classmethod
@@ -128,6 +145,14 @@ class LimitSettings(_Section):
         ge=64 * 1024,
         le=1024 * MiB,
         description="Bytes queued for a slow client before it is disconnected.",
+    )
+    replay_bytes: int = Field(
+        16 * MiB,
+        ge=64 * 1024,
+        le=1024 * MiB,
+        description="Bytes of history one subscribe, gap repair or history request may "
+        "deliver. When more is retained after `since` (or in the last N), the newest that fit "
+        "are delivered with `recovered: false`; a single message is always delivered.",
     )
     auth_timeout_seconds: float = Field(
         10.0,

@@ -10,6 +10,7 @@ is left out::
     ├── ConfigError          a configuration file or variable that does not validate
     ├── BusError             NATS or JetStream failed underneath us
     │   ├── BusUnavailable   NATS is not connected; the operation may be retried later
+    │   │   └── IncompleteReplay  a history read lost a message on the way [gateway.replaying]
     │   ├── PayloadTooLarge  the message exceeds what NATS accepts (its max_payload)
     │   └── ReplayError      JetStream answered a direct get with an error [gateway.replaying]
     ├── KubeError            a Kubernetes API request failed; carries the status [operator.kube]

@@ -36,7 +36,6 @@ from neurelay.protocol.channels import Channel, live_subject, stored_subject
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
 LEASE_BUCKET_TTL_SECONDS = 86_400.0
-MAX_CONCURRENT_REPLAYS = 32
 T = TypeVar("T")
 
 
@@ -51,10 +50,12 @@ class Bus:
         self._kv: KeyValue | None = None
         self.on_reconnected: Callable[[], Awaitable[None]] | None = None
         # History reads in flight at once; more wait, so replays cannot swamp JetStream.
-        self._replays = asyncio.Semaphore(MAX_CONCURRENT_REPLAYS)
+        self._replays = asyncio.Semaphore(settings.replay_concurrency)
         self.reconnects = 0
         # Streams JetStream cannot bring to the configuration, with why; set by ensure_streams.
         self.stream_problems: dict[str, str] = {}
+        # Counts losses of the connection: a replay that spans one cannot vouch for its batches.
+        self.disconnects = 0
 
     # -- connection ------------------------------------------------------------------------
 
@@ -90,6 +91,7 @@ class Bus:
         self._log.warning("NATS error: %s", error)
 
     async def _on_disconnected(self) -> None:
+        self.disconnects += 1
         self._log.warning("disconnected from NATS")
 
     async def _on_reconnected(self) -> None:
@@ -190,39 +192,45 @@ class Bus:
     # -- history -----------------------------------------------------------------------------
 
     async def history(
-        self, channel: Channel, since: int | None, last: int | None, limit: int
+        self, channel: Channel, since: int | None, last: int | None, limit: int, max_bytes: int
     ) -> History:
-        """Retained messages after `since` (at most `limit`), or the last `last` of them."""
+        """Retained messages after `since` (at most `limit`), or the last `last` of them,
+        at most `max_bytes` of them (the newest kept, then `recovered` is false)."""
         async with self._replays:
             return await self._replaying(
-                replaying.history(
-                    self._client(),
-                    self.prefix,
-                    channel,
-                    since,
-                    last,
-                    limit,
-                    self.settings.request_timeout_seconds,
-                )
+                lambda nc, budget: replaying.history(
+                    nc, self.prefix, channel, since, last, limit, budget
+                ),
+                max_bytes,
             )
 
     async def last_seq(self, channel: Channel) -> int:
         """Sequence of the newest retained message on the channel, 0 if none."""
         newest = await self._replaying(
-            replaying.last_message(
-                self._client(), self.prefix, channel, self.settings.request_timeout_seconds
-            )
+            lambda nc, budget: replaying.last_message(nc, self.prefix, channel, budget),
+            self.settings.replay_batch_bytes,
         )
         return newest.seq if newest is not None else 0
 
-    @staticmethod
-    async def _replaying(work: Awaitable[T]) -> T:
+    async def _replaying(
+        self, read: Callable[[NatsClient, replaying.Budget], Awaitable[T]], max_bytes: int
+    ) -> T:
+        budget = replaying.Budget(
+            batch_bytes=self.settings.replay_batch_bytes,
+            max_bytes=max_bytes,
+            timeout=self.settings.request_timeout_seconds,
+        )
+        disconnects = self.disconnects
         try:
-            return await work
+            result = await read(self._client(), budget)
         except NATS_ERRORS as e:
             raise bus_error(e, "history failed") from e
         except replaying.ReplayError as e:
             raise BusError(f"history failed: {e}") from e
+        if self.disconnects != disconnects:
+            # Replies sent while the connection was down are lost, whatever the batch said.
+            raise BusUnavailable("history unavailable: the NATS connection dropped meanwhile")
+        return result
 
     # -- connection leases -------------------------------------------------------------------
 

@@ -126,7 +126,11 @@ class Hub:
         depth = namespace.history_messages if namespace else 0
         if since is None and last is None:
             return History([], recovered=True, last_seq=await self._bus.last_seq(channel))
-        return await self._bus.history(channel, since, last, limit=max(depth, 1))
+        history = await self._bus.history(
+            channel, since, last, max(depth, 1), self._live.config.limits.replay_bytes
+        )
+        self._metrics.history_messages_read.inc(history.read)
+        return history
 
     async def unfollow(self, outbox: Outbox, channel: Channel) -> None:
         feed = self._feeds.get(channel.name)
@@ -219,11 +223,16 @@ class Hub:
         """Deliver what the stream holds after `feed.last_seq` (and before `until`)."""
         try:
             history = await self._bus.history(
-                feed.channel, feed.last_seq, None, limit=self._history_limit(feed.channel)
+                feed.channel,
+                feed.last_seq,
+                None,
+                self._history_limit(feed.channel),
+                self._live.config.limits.replay_bytes,
             )
         except BusError as e:
             self._log.warning("gap on %s not repaired yet: %s", feed.channel.name, e)
             return False
+        self._metrics.history_messages_read.inc(history.read)
         for stored in history.messages:
             if until is not None and stored.seq >= until:
                 break

@@ -58,6 +58,11 @@ class Metrics:
             "Messages recovered from JetStream after a live gap.",
             registry=r,
         )
+        self.history_messages_read = Counter(
+            "neurelay_history_messages_read",
+            "Messages read from JetStream for resume, `last` and gap repair.",
+            registry=r,
+        )
         self.upgrades_abandoned = Counter(
             "neurelay_upgrades_abandoned",
             "WebSocket upgrades the client dropped before they completed.",

@@ -211,7 +211,9 @@ class Gateway:
         if not self.live.config.namespaces[channel.namespace].keeps_history:
             return HistoryPage([], recovered=False, last_seq=0)
         try:
-            found = await self.bus.history(channel, since, None, limit)
+            found = await self.bus.history(
+                channel, since, None, limit, self.live.config.limits.replay_bytes
+            )
         except BusError as e:
             raise _refusal(e, "history unavailable", channel, None) from e
         messages = (envelopes.message_frame(channel, m.seq, m.data) for m in found.messages)

@@ -14,6 +14,8 @@ class TcpProxy:
         self._links: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
         self.cut_off = False
+        self.bytes_down = 0  # bytes passed from the target back to the clients
+        self._cut_at: int | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -33,17 +35,30 @@ class TcpProxy:
             writer.close()
             return
         self._links.update((writer, up_writer))
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(source, sink))
+        for source, sink, down in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pump(source, sink, down))
             self._pumps.add(task)
             task.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, down: bool
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await source.read(65536):
                 sink.write(data)
+                if down:
+                    self.bytes_down += len(data)
+                    if self._cut_at is not None and self.bytes_down >= self._cut_at:
+                        self._cut_at = None
+                        self.cut()
+                        self.restore()
+                        return
                 await sink.drain()
         sink.close()
+
+    def cut_after(self, size: int) -> None:
+        """Drop every link once `size` more bytes have come back from the target."""
+        self._cut_at = self.bytes_down + size
 
     def cut(self) -> None:
         """Drop every link and refuse new ones until `restore`."""
