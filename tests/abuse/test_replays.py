@@ -67,7 +67,8 @@ async def test_last_n_reads_n_messages_however_long_the_history(
         reply = await attacker.request(
             {"type": "subscribe", "channel": "conversation:long", "last": last}
         )
-        assert reply["type"] == "subscribed" and reply["recovered"] is True, reply
+        assert reply["type"] == "subscribed", reply
+        assert reply["recovered"] is True
         got = [(await attacker.recv())["seq"] for _ in range(last)]
         assert got == stored[-last:]
         assert _read_count(running) - before == last
@@ -87,7 +88,8 @@ async def test_a_replay_delivers_at_most_replay_bytes_and_then_says_not_recovere
         reply = await client.request(
             {"type": "subscribe", "channel": "conversation:big", **request}
         )
-        assert reply["type"] == "subscribed" and reply["recovered"] is False, reply
+        assert reply["type"] == "subscribed", reply
+        assert reply["recovered"] is False
         got = [(await client.recv())["seq"] for _ in range(3)]
         assert got == stored[-3:], "the newest messages that fit come, oldest first"
         with pytest.raises(asyncio.TimeoutError):
@@ -138,7 +140,5 @@ async def test_replays_cut_by_a_nats_reconnect_never_claim_recovery_with_a_gap(
                 outcomes.append("complete")
             await reader.request({"type": "unsubscribe", "channel": "conversation:huge"})
         await running.gateway.wait_until_connected(30.0)
-        while not running.gateway.ready:
-            await asyncio.sleep(0.05)
     assert "unavailable" in outcomes, f"no replay was cut: {outcomes}"
     await bystander.finish()
