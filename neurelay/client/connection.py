@@ -258,9 +258,15 @@ class Client:
             )
 
     async def _reauthenticate(self) -> None:
-        with contextlib.suppress(ClientError):
+        try:
             token = await self._token_value()
             await self._request(frames.authenticate(token), Authenticated)
+        except ClientError as e:
+            log.info("re-authentication failed: %s", e)
+        except Exception:
+            # The caller's token source failed; without a fresh token the gateway closes with
+            # 4001 and the reconnect asks the source again. close() must not raise this.
+            log.warning("re-authentication failed: the token source raised", exc_info=True)
 
     def _retry_pending(self) -> None:
         # Unanswered requests are re-sent by their callers after the reconnect.

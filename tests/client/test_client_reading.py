@@ -138,3 +138,29 @@ async def test_a_burst_of_expiry_notices_starts_one_reauthentication(stand_in):
     await asyncio.wait_for(authenticated.wait(), 10)
     await client.close()
     assert asked == 2
+
+
+async def test_a_token_source_that_fails_on_renewal_does_not_break_close(stand_in, caplog):
+    calls = 0
+
+    async def script(ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        await _send(ws, frames.error(ErrorCode.TOKEN_EXPIRED, "renew"))
+        await _send(ws, frames.pong(frame["id"]))
+
+    def token() -> str:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("vault unreachable")
+        return "t"
+
+    client = Client(await stand_in(script), token, reconnect=False)
+    await client.connect()
+    await client.ping()
+    for _ in range(100):
+        if "token source raised" in caplog.text:
+            break
+        await asyncio.sleep(0.02)
+    await client.close()
+    assert calls == 2
+    assert "token source raised" in caplog.text
