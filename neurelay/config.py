@@ -167,8 +167,8 @@ class LimitSettings(_Section):
         30.0,
         ge=3,
         le=3600,
-        description="Lifetime of a connection's entry in the cross-replica connection count; "
-        "renewed at a third of it, so a crashed replica's entries vanish after it.",
+        description="Lifetime of a replica's heartbeat in the cross-replica connection count; "
+        "rewritten at a third of it, so a crashed replica's connections stop counting after it.",
     )
 
 

@@ -35,7 +35,6 @@ from neurelay.jetstream.syncing import sync_stream
 from neurelay.protocol.channels import Channel, live_subject, stored_subject
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
-LEASE_BUCKET_TTL_SECONDS = 86_400.0
 T = TypeVar("T")
 
 
@@ -232,44 +231,73 @@ class Bus:
             raise BusUnavailable("history unavailable: the NATS connection dropped meanwhile")
         return result
 
-    # -- connection leases -------------------------------------------------------------------
+    # -- admission table --------------------------------------------------------------------
 
     async def lease_bucket(self) -> KeyValue:
+        """The key-value bucket behind the per-user connection limit (created if missing).
+
+        No bucket-wide age limit: a user's entry is written only when they connect or
+        disconnect, so it must outlive any connection. Heartbeats and emptied entries carry
+        their own per-message TTL instead.
+        """
         if self._kv is None:
             js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
             config = KeyValueConfig(
-                bucket=f"{self.prefix}_connections",
-                history=1,
-                ttl=LEASE_BUCKET_TTL_SECONDS,
-                storage=StorageType.FILE,
+                bucket=admission_bucket(self.prefix), history=1, storage=StorageType.FILE
             )
             with mapped("connection table failed"):
                 self._kv = await js.create_key_value(config=config)
         return self._kv
 
-    async def compare_and_set(
-        self, key: str, change: Callable[[bytes | None], bytes | None], attempts: int = 16
-    ) -> bytes | None:
-        """Apply `change` to the value at `key` atomically; None from `change` = no write."""
+    async def table_read(self, key: str) -> tuple[bytes | None, int]:
+        """(value, revision) at `key`; (None, revision of the tombstone or 0) when absent."""
         kv = await self.lease_bucket()
         try:
-            for _ in range(attempts):
-                try:
-                    entry = await kv.get(key)
-                    current, revision = entry.value, entry.revision
-                except nats.js.errors.KeyNotFoundError:
-                    current, revision = None, None
-                updated = change(current)
-                if updated is None:
-                    return current
-                try:
-                    if revision is None:
-                        await kv.create(key, updated)
-                    else:
-                        await kv.update(key, updated, last=revision)
-                except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-                    continue
-                return updated
+            entry = await kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError) as e:
+            deleted = e.entry
+            return None, (deleted.revision or 0) if deleted is not None else 0
         except NATS_ERRORS as e:
             raise bus_error(e, "connection table failed") from e
-        raise BusError(f"too much contention on {key}")
+        return entry.value, entry.revision or 0
+
+    async def table_write(
+        self, key: str, value: bytes, revision: int | None, ttl: float | None = None
+    ) -> bool:
+        """Write `value` if `key` is still at `revision` (None: unconditionally).
+
+        Returns False when another writer got there first. `ttl` (whole seconds) makes
+        the server delete the value by itself unless it is overwritten before.
+        """
+        await self.lease_bucket()
+        headers = {} if revision is None else {"Nats-Expected-Last-Subject-Sequence": str(revision)}
+        try:
+            js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
+            await js.publish(
+                f"$KV.{admission_bucket(self.prefix)}.{key}",
+                value,
+                headers=headers or None,
+                msg_ttl=None if ttl is None else max(1, math.ceil(ttl)),
+            )
+        except nats.js.errors.APIError as e:
+            if e.err_code in (10071, 10164):  # wrong last sequence: lost the race
+                return False
+            raise bus_error(e, "connection table failed") from e
+        except NATS_ERRORS as e:
+            raise bus_error(e, "connection table failed") from e
+        return True
+
+    async def table_keys(self, pattern: str) -> list[str]:
+        """Keys matching `pattern` (a NATS subject filter within the bucket)."""
+        kv = await self.lease_bucket()
+        try:
+            return await kv.keys(filters=[pattern])
+        except nats.js.errors.NoKeysError:
+            return []
+        except NATS_ERRORS as e:
+            raise bus_error(e, "connection table failed") from e
+
+
+def admission_bucket(prefix: str) -> str:
+    """Name of the key-value bucket holding the per-user connection tables."""
+    return f"{prefix}_admission"

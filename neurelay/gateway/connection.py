@@ -10,9 +10,7 @@ No protocol rule lives here.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 import time
 from typing import Any
 
@@ -36,8 +34,6 @@ from neurelay.protocol import frames
 from neurelay.protocol.codecs import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from neurelay.protocol.codes import CloseCode, ErrorCode
 
-_ids = itertools.count(1)
-_PROCESS_TAG = f"{os.getpid():x}"
 # aiohttp refuses (and closes with 1009) frames above this; ours below answer message_too_large.
 _TRANSPORT_SLACK = 64 * 1024
 
@@ -72,7 +68,7 @@ class Connection:
         self, gateway: Gateway, codec: Any, ws: web.WebSocketResponse, request: web.Request
     ) -> None:
         self.gateway = gateway
-        self.id = f"{_PROCESS_TAG}-{next(_ids)}"
+        self.id = gateway.registry.new_connection_id()
         self.ws = ws
         self.request = request
         self.session = Session(self.id, codec, gateway.live, time.time())

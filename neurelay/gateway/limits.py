@@ -1,15 +1,16 @@
 """Rate limiting and connection counting, as plain synchronous code.
 
-`TokenBucket` limits the frames one connection may send. `LeaseTable` is the
+`TokenBucket` limits the frames one connection may send. `UserTable` is the
 value stored per user in the shared NATS key-value bucket: connection id →
-lease expiry. Replicas change it with compare-and-set, so the per-user limit
-holds across all of them, and a replica that dies leaves entries that simply
-expire.
+the replica holding it. Replicas change it with compare-and-set, so the
+per-user limit holds across all of them; an entry counts only while its
+replica's heartbeat key lives, so a replica that dies releases its entries
+without anyone rewriting them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -34,16 +35,17 @@ class TokenBucket:
         return False
 
 
-class LeaseTable:
-    """Connection id → lease expiry (seconds since the epoch) for one user."""
+class UserTable:
+    """Connection id → replica id for one user's open connections."""
 
-    __slots__ = ("leases",)
+    __slots__ = ("entries",)
 
-    def __init__(self, leases: dict[str, float] | None = None) -> None:
-        self.leases = leases or {}
+    def __init__(self, entries: dict[str, str] | None = None) -> None:
+        self.entries = entries or {}
 
     @classmethod
-    def decode(cls, data: bytes | None) -> LeaseTable:
+    def decode(cls, data: bytes | None) -> UserTable:
+        """Anything unreadable is an empty table: a corrupt entry must not lock a user out."""
         if not data:
             return cls()
         try:
@@ -52,28 +54,33 @@ class LeaseTable:
             return cls()
         if not isinstance(raw, dict):
             return cls()
-        return cls({str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))})
+        return cls({str(k): v for k, v in raw.items() if isinstance(v, str)})
 
     def encode(self) -> bytes:
-        return orjson.dumps(self.leases)
+        return orjson.dumps(self.entries)
 
-    def prune(self, now: float) -> None:
-        self.leases = {k: v for k, v in self.leases.items() if v > now}
+    def replicas(self) -> set[str]:
+        return set(self.entries.values())
 
-    def admit(self, connection_id: str, now: float, limit: int, lease_seconds: float) -> bool:
-        """Add a lease unless `limit` live leases exist already (a renewal always succeeds)."""
-        self.prune(now)
-        if connection_id not in self.leases and len(self.leases) >= limit:
+    def prune(self, alive: Callable[[str], bool]) -> bool:
+        """Drop the entries of replicas that are not alive; True if any were dropped."""
+        kept = {c: r for c, r in self.entries.items() if alive(r)}
+        dropped = len(kept) != len(self.entries)
+        self.entries = kept
+        return dropped
+
+    def admit(self, connection_id: str, replica: str, limit: int) -> bool:
+        """Add an entry unless `limit` entries exist already (a held id is always admitted)."""
+        if connection_id not in self.entries and len(self.entries) >= limit:
             return False
-        self.leases[connection_id] = now + lease_seconds
+        self.entries[connection_id] = replica
         return True
 
-    def renew(self, connection_ids: Iterable[str], now: float, lease_seconds: float) -> None:
-        self.prune(now)
+    def restore(self, connection_ids: Iterable[str], replica: str) -> None:
+        """Put back entries a replica still holds (after others dropped them in an outage)."""
         for connection_id in connection_ids:
-            self.leases[connection_id] = now + lease_seconds
+            self.entries[connection_id] = replica
 
-    def release(self, connection_ids: Iterable[str], now: float) -> None:
-        self.prune(now)
+    def release(self, connection_ids: Iterable[str]) -> None:
         for connection_id in connection_ids:
-            self.leases.pop(connection_id, None)
+            self.entries.pop(connection_id, None)

@@ -1,10 +1,10 @@
-"""TokenBucket (per-connection rate limit) and LeaseTable (per-user connection count)."""
+"""TokenBucket (per-connection rate limit) and UserTable (per-user connection count)."""
 
 from __future__ import annotations
 
 import pytest
 
-from neurelay.gateway.limits import LeaseTable, TokenBucket
+from neurelay.gateway.limits import TokenBucket, UserTable
 
 # -- TokenBucket ------------------------------------------------------------------------------
 
@@ -74,115 +74,100 @@ def test_bucket_with_fractional_tokens_refuses_until_a_whole_token_accrues() -> 
     assert bucket.take(0.5, rate=1, burst=1)
 
 
-# -- LeaseTable -------------------------------------------------------------------------------
+# -- UserTable --------------------------------------------------------------------------------
 
 
-def test_admit_grants_leases_up_to_the_limit() -> None:
-    table = LeaseTable()
+def test_admit_grants_entries_up_to_the_limit() -> None:
+    table = UserTable()
 
-    results = [table.admit(f"c{i}", now=0.0, limit=3, lease_seconds=30) for i in range(5)]
+    results = [table.admit(f"c{i}", "r1", limit=3) for i in range(5)]
 
     assert results == [True, True, True, False, False]
-    assert set(table.leases) == {"c0", "c1", "c2"}
+    assert table.entries == {"c0": "r1", "c1": "r1", "c2": "r1"}
 
 
-def test_admit_records_the_lease_expiry() -> None:
-    table = LeaseTable()
+def test_limit_counts_entries_of_every_replica() -> None:
+    table = UserTable({"a": "r1", "b": "r2"})
 
-    table.admit("c", now=100.0, limit=1, lease_seconds=30)
-
-    assert table.leases == {"c": 130.0}
+    assert not table.admit("c", "r3", limit=2)
 
 
-def test_renewal_of_a_held_lease_succeeds_at_the_limit() -> None:
-    table = LeaseTable()
-    table.admit("a", now=0.0, limit=2, lease_seconds=30)
-    table.admit("b", now=0.0, limit=2, lease_seconds=30)
+def test_a_held_connection_is_admitted_again_even_when_the_limit_was_lowered() -> None:
+    table = UserTable({"a": "r1", "b": "r1", "c": "r1"})
 
-    assert table.admit("a", now=10.0, limit=2, lease_seconds=30)
-    assert table.leases["a"] == 40.0
+    assert table.admit("a", "r1", limit=1)
+    assert not table.admit("d", "r1", limit=1)
 
 
-def test_renewal_succeeds_even_when_the_limit_was_lowered() -> None:
-    table = LeaseTable({"a": 50.0, "b": 50.0, "c": 50.0})
+def test_prune_drops_only_the_entries_of_replicas_that_are_not_alive() -> None:
+    table = UserTable({"a": "live", "b": "dead", "c": "live", "d": "dead"})
 
-    assert table.admit("a", now=0.0, limit=1, lease_seconds=30)
-    assert not table.admit("d", now=0.0, limit=1, lease_seconds=30)
+    dropped = table.prune({"live"}.__contains__)
 
-
-def test_expired_leases_do_not_count_against_the_limit() -> None:
-    table = LeaseTable({"old": 10.0})
-
-    assert table.admit("new", now=10.0, limit=1, lease_seconds=30)
-    assert table.leases == {"new": 40.0}
+    assert dropped
+    assert table.entries == {"a": "live", "c": "live"}
 
 
-def test_prune_drops_leases_expiring_at_or_before_now() -> None:
-    table = LeaseTable({"gone": 5.0, "edge": 10.0, "live": 10.5})
+def test_prune_reports_when_nothing_was_dropped() -> None:
+    table = UserTable({"a": "live"})
 
-    table.prune(10.0)
-
-    assert table.leases == {"live": 10.5}
+    assert not table.prune({"live"}.__contains__)
 
 
-def test_renew_extends_the_given_leases_and_prunes_expired_ones() -> None:
-    table = LeaseTable({"a": 20.0, "b": 20.0, "dead": 1.0})
+def test_entries_of_a_dead_replica_stop_counting_once_pruned() -> None:
+    table = UserTable({"a": "dead", "b": "dead"})
 
-    table.renew(["a"], now=10.0, lease_seconds=30)
+    table.prune(lambda replica: False)
 
-    assert table.leases == {"a": 40.0, "b": 20.0}
+    assert table.admit("c", "r1", limit=1)
 
 
-def test_renew_restores_a_lease_missing_from_the_table() -> None:
-    table = LeaseTable()
+def test_replicas_lists_each_holder_once() -> None:
+    assert UserTable({"a": "r1", "b": "r1", "c": "r2"}).replicas() == {"r1", "r2"}
 
-    table.renew(["a"], now=10.0, lease_seconds=30)
 
-    assert table.leases == {"a": 40.0}
+def test_restore_puts_back_entries_even_above_the_limit() -> None:
+    table = UserTable({"x": "r2"})
+
+    table.restore(["a", "b"], "r1")
+
+    assert table.entries == {"x": "r2", "a": "r1", "b": "r1"}
 
 
 def test_release_frees_a_slot() -> None:
-    table = LeaseTable()
-    table.admit("a", now=0.0, limit=1, lease_seconds=30)
+    table = UserTable()
+    table.admit("a", "r1", limit=1)
 
-    table.release(["a"], now=1.0)
+    table.release(["a"])
 
-    assert table.leases == {}
-    assert table.admit("b", now=1.0, limit=1, lease_seconds=30)
+    assert table.entries == {}
+    assert table.admit("b", "r1", limit=1)
 
 
 def test_release_of_an_unknown_connection_is_harmless() -> None:
-    table = LeaseTable({"a": 40.0})
+    table = UserTable({"a": "r1"})
 
-    table.release(["zzz"], now=0.0)
+    table.release(["zzz"])
 
-    assert table.leases == {"a": 40.0}
+    assert table.entries == {"a": "r1"}
 
 
 def test_encode_decode_round_trips() -> None:
-    table = LeaseTable({"conn-1": 1_700_000_030.25, "conn-2": 1_700_000_031.0})
+    table = UserTable({"0f3a-1": "0f3a", "77c2-9": "77c2"})
 
-    assert LeaseTable.decode(table.encode()).leases == table.leases
+    assert UserTable.decode(table.encode()).entries == table.entries
 
 
 def test_empty_table_encodes_to_an_empty_object() -> None:
-    assert LeaseTable().encode() == b"{}"
+    assert UserTable().encode() == b"{}"
 
 
 @pytest.mark.parametrize("data", [None, b"", b"garbage", b"\xff\xfe", b"[1, 2]", b"null", b'"x"'])
 def test_undecodable_value_gives_an_empty_table(data: bytes | None) -> None:
-    assert LeaseTable.decode(data).leases == {}
+    assert UserTable.decode(data).entries == {}
 
 
-def test_decode_drops_entries_that_are_not_numbers() -> None:
-    data = b'{"a": 10, "b": "soon", "c": null, "d": [1], "e": 2.5}'
+def test_decode_drops_entries_whose_replica_is_not_a_string() -> None:
+    data = b'{"a": "r1", "b": 10, "c": null, "d": ["r1"], "e": "r2"}'
 
-    assert LeaseTable.decode(data).leases == {"a": 10.0, "e": 2.5}
-
-
-def test_decoded_table_admits_against_the_stored_leases() -> None:
-    data = LeaseTable({"a": 100.0, "b": 100.0}).encode()
-    table = LeaseTable.decode(data)
-
-    assert not table.admit("c", now=50.0, limit=2, lease_seconds=30)
-    assert table.admit("c", now=100.0, limit=2, lease_seconds=30)
+    assert UserTable.decode(data).entries == {"a": "r1", "e": "r2"}

@@ -27,6 +27,8 @@ class GatewayProcess:
         self.config_path = directory / f"{name}.yaml"
         self.log_path = directory / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # A command the gateway runs under, e.g. `unshare --pid --fork` (empty: none).
+        self.wrapper: list[str] = []
         self.write_config(config)
 
     @property
@@ -52,7 +54,10 @@ class GatewayProcess:
         command = [sys.executable, "-m", "neurelay.cli", "gateway", "--config"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [*command, str(self.config_path)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+                [*self.wrapper, *command, str(self.config_path)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
