@@ -147,12 +147,13 @@ class LimitSettings(_Section):
         description="Bytes queued for a slow client before it is disconnected.",
     )
     replay_bytes: int = Field(
-        16 * MiB,
+        8 * MiB,
         ge=64 * 1024,
         le=1024 * MiB,
         description="Bytes of history one subscribe, gap repair or history request may "
         "deliver. When more is retained after `since` (or in the last N), the newest that fit "
-        "are delivered with `recovered: false`; a single message is always delivered.",
+        "are delivered with `recovered: false`; a single message is always delivered. Capped at "
+        "`send_queue_bytes`, so a replay never cuts its own client off as a slow consumer.",
     )
     auth_timeout_seconds: float = Field(
         10.0,
@@ -170,6 +171,11 @@ class LimitSettings(_Section):
         description="Lifetime of a replica's heartbeat in the cross-replica connection count; "
         "rewritten at a third of it, so a crashed replica's connections stop counting after it.",
     )
+
+    @property
+    def replay_budget(self) -> int:
+        """Bytes one replay may deliver: `replay_bytes`, capped at the send queue."""
+        return min(self.replay_bytes, self.send_queue_bytes)
 
 
 class NamespaceSettings(_Section):

@@ -10,6 +10,7 @@ No protocol rule lives here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -34,6 +35,10 @@ from neurelay.protocol import frames
 from neurelay.protocol.codecs import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from neurelay.protocol.codes import CloseCode, ErrorCode
 
+# A client closed as a slow consumer may read this long to reach the close frame, then is cut.
+SLOW_CONSUMER_GRACE_SECONDS = 30.0
+# How long a slow consumer's close handshake may take before its socket closes without it.
+SLOW_CONSUMER_REPLY_SECONDS = 1.0
 # aiohttp refuses (and closes with 1009) frames above this; ours below answer message_too_large.
 _TRANSPORT_SLACK = 64 * 1024
 
@@ -234,6 +239,7 @@ class Connection:
 
     def _on_overflow(self) -> None:
         self.log.warning("slow consumer disconnected", extra={"connection": self.id})
+        self.gateway.metrics.slow_consumers.inc()
         self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def _close_soon(self, code: CloseCode, reason: str) -> None:
@@ -243,7 +249,10 @@ class Connection:
     async def close(self, code: CloseCode, reason: str) -> None:
         """Send what is queued (unless the client is too slow for that), then close."""
         self.outbox.close()
-        if code is not CloseCode.SLOW_CONSUMER and self._writer is not None:
+        if code is CloseCode.SLOW_CONSUMER:
+            await self._close_slow_consumer(reason)
+            return
+        if self._writer is not None:
             await asyncio.wait({self._writer}, timeout=5.0)
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=5.0)
@@ -251,3 +260,24 @@ class Connection:
             transport = self.request.transport
             if transport is not None:
                 transport.abort()
+
+    async def _close_slow_consumer(self, reason: str) -> None:
+        """Close a client that does not read: its queue is already dropped, so the close frame
+        goes right behind what the socket holds; the client has a grace period to read up to it
+        before the socket is cut."""
+        transport = self.request.transport
+        if transport is None:
+            return
+        cut = asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE_SECONDS, transport.abort)
+        if self._writer is not None:
+            # Stuck waiting for the full socket to drain; frames are written whole before that.
+            self._writer.cancel()
+        with contextlib.suppress(TimeoutError):
+            # Its own close frame may never come: then the socket is closed once the client
+            # has read up to ours (or cut at the end of the grace period).
+            await asyncio.wait_for(
+                self.ws.close(code=CloseCode.SLOW_CONSUMER, message=reason.encode(), drain=False),
+                timeout=SLOW_CONSUMER_REPLY_SECONDS,
+            )
+        if transport.is_closing() and transport.get_write_buffer_size() == 0:
+            cut.cancel()

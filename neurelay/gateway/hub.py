@@ -127,7 +127,7 @@ class Hub:
         if since is None and last is None:
             return History([], recovered=True, last_seq=await self._bus.last_seq(channel))
         history = await self._bus.history(
-            channel, since, last, max(depth, 1), self._live.config.limits.replay_bytes
+            channel, since, last, max(depth, 1), self._live.config.limits.replay_budget
         )
         self._metrics.history_messages_read.inc(history.read)
         return history
@@ -227,7 +227,7 @@ class Hub:
                 feed.last_seq,
                 None,
                 self._history_limit(feed.channel),
-                self._live.config.limits.replay_bytes,
+                self._live.config.limits.replay_budget,
             )
         except BusError as e:
             self._log.warning("gap on %s not repaired yet: %s", feed.channel.name, e)

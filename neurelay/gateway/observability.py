@@ -63,6 +63,11 @@ class Metrics:
             "Messages read from JetStream for resume, `last` and gap repair.",
             registry=r,
         )
+        self.slow_consumers = Counter(
+            "neurelay_slow_consumers",
+            "Connections closed with 4005 because their send queue overflowed.",
+            registry=r,
+        )
         self.upgrades_abandoned = Counter(
             "neurelay_upgrades_abandoned",
             "WebSocket upgrades the client dropped before they completed.",

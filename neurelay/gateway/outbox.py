@@ -1,15 +1,17 @@
 """Outbox: a connection's bounded send queue and the one task that drains it.
 
 Fan-out pushes already-encoded frames without awaiting anything. While
-nothing is queued and the socket's buffer is small, frames are gathered and
-written to the transport at the end of the current pass of the event loop,
-all of one connection's in one `write` (the fan-out hot path: no task switch
-per frame, and under load several messages per system call). Otherwise they
-are queued and the connection's writer task sends them, in order, with
-aiohttp's flow control. A client that stops reading fills its socket buffer,
-then its queue; at the configured frame or byte bound the outbox calls
-`on_overflow` once (the connection then closes it with 4005), so a slow
-consumer can neither slow the others down nor grow the gateway's memory.
+nothing is queued and the socket's buffer is small, frames are gathered (up
+to `DIRECT_WRITE_LIMIT` bytes) and written to the transport at the end of the
+current pass of the event loop, all of one connection's in one `write` (the
+fan-out hot path: no task switch per frame, and under load several messages
+per system call). Otherwise they are queued and the connection's writer task
+sends them, in order, with aiohttp's flow control. A client that stops
+reading fills its socket buffer, then its queue; at the configured frame or
+byte bound the outbox drops its queue and calls `on_overflow` once (the
+connection then closes it with 4005, the close frame right behind what the
+socket already holds), so a slow consumer can neither slow the others down
+nor grow the gateway's memory.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Outbox:
         "_flusher",
         "_frames",
         "_gathered",
+        "_gathered_bytes",
         "_live",
         "_on_overflow",
         "_queued_bytes",
@@ -100,6 +103,7 @@ class Outbox:
         self._ws: web.WebSocketResponse | None = None
         self._flusher: _Flusher | None = None
         self._gathered: list[bytes] | None = None
+        self._gathered_bytes = 0
         self.closed = False
 
     def write_directly(self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport) -> None:
@@ -114,21 +118,27 @@ class Outbox:
             return
         gathered = self._gathered
         if gathered is not None:
-            gathered.append(framed or websocket_frame(data, self.codec.binary))
-            return
-        transport, flusher = self._transport, self._flusher
-        if (
-            transport is not None
-            and flusher is not None
-            and not self._frames
-            and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
-            and not transport.is_closing()
-        ):
-            # Nothing queued, so nothing can overtake: the writer task writes each frame it
-            # takes before it awaits anything.
-            self._gathered = [framed or websocket_frame(data, self.codec.binary)]
-            flusher.add(self)
-            return
+            if not self._frames and self._gathered_bytes < DIRECT_WRITE_LIMIT:
+                gathered.append(framed or websocket_frame(data, self.codec.binary))
+                self._gathered_bytes += len(data)
+                return
+            # A burst (a replay, say) past the direct-write bound goes through the bounded
+            # queue, behind what was gathered: the writer task runs after the flush.
+        else:
+            transport, flusher = self._transport, self._flusher
+            if (
+                transport is not None
+                and flusher is not None
+                and not self._frames
+                and transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
+                and not transport.is_closing()
+            ):
+                # Nothing queued, so nothing can overtake: the writer task writes each frame
+                # it takes before it awaits anything.
+                self._gathered = [framed or websocket_frame(data, self.codec.binary)]
+                self._gathered_bytes = len(data)
+                flusher.add(self)
+                return
         limits = self._live.config.limits
         size = len(data)
         if (

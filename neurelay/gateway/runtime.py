@@ -212,7 +212,7 @@ class Gateway:
             return HistoryPage([], recovered=False, last_seq=0)
         try:
             found = await self.bus.history(
-                channel, since, None, limit, self.live.config.limits.replay_bytes
+                channel, since, None, limit, self.live.config.limits.replay_budget
             )
         except BusError as e:
             raise _refusal(e, "history unavailable", channel, None) from e

@@ -109,7 +109,11 @@ async def test_replays_cut_by_a_nats_reconnect_never_claim_recovery_with_a_gap(
     count, size = 100, scaled(64 * 1024, 1024 * 1024)
     config = make_config(
         nats_url=proxy.url,
-        limits={"replay_bytes": 256 * 1024 * 1024, "max_message_bytes": 2 * 1024 * 1024},
+        limits={
+            "replay_bytes": 256 * 1024 * 1024,
+            "send_queue_bytes": 256 * 1024 * 1024,
+            "max_message_bytes": 2 * 1024 * 1024,
+        },
         nats={"replay_batch_bytes": 2 * size},
     )
     running = await gateway_factory(config)
