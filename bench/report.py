@@ -543,6 +543,9 @@ def write_docs(size: str = "full") -> Path:
         f"\n## Machine\n\n{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
         f"{m['kernel']}; {versions}; {placement}.\n"
     )
+    from bench import admission  # imports this module: loaded late
+
+    parts.append(admission.section(size))
     parts.append(OPTIMISATIONS)
     profiled = RESULTS / f"latest-fanout-profile-{size}.json"
     if profiled.exists():
@@ -673,11 +676,10 @@ maximum and takes the same storm in about a second). The gateway now passes
 `backlog=4096` to `web.TCPSite` (neurelay/gateway/serving.py);
 python-socketio runs with aiohttp's default, as its users run it.
 
-What is left: idle connections cost CPU through the per-user connection
-lease (one key-value compare-and-set per user every
-`connection_lease_seconds / 3`, so 1,500 a second for 15,000 users; see the
-idle table), which also competes with fan-out at 5,000 subscribers; one
-lease entry per gateway replica instead of per user would make it constant.
+Idle connections used to cost CPU through the per-user connection lease
+(one key-value compare-and-set per user every `connection_lease_seconds / 3`);
+the table is now written on connect and close only, plus one heartbeat per
+replica (see "Per-user limit at idle").
 Memory per idle connection is mostly aiohttp's per-request state (the
 parsed upgrade request, the handler task and its coroutine frames, the
 WebSocket reader), about 20 KiB before the gateway's own objects.

@@ -204,6 +204,7 @@ class Neurelay(System):
                 raise RuntimeError(f"gateway not ready:\n{self.log_tail()}")
             time.sleep(0.1)
         self.url = f"ws://127.0.0.1:{port}/ws"
+        self.nats_url = nats_url
         self.pids = {"gateway": gateway.pid, "nats": nats.pid}
 
 

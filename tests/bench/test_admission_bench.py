@@ -1,0 +1,31 @@
+"""Smoke test of `python -m bench.admission`: it runs at a tiny size and writes its table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench.test_bench_smoke import REPO, _go
+
+
+@pytest.mark.timeout(180)
+def test_admission_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    assert _go() is not None, "the Go toolchain builds the load generator"
+    options = ["--connections", "20", "--hold", "2.5", "--systems", "neurelay", "--size", "tiny"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.admission", *options, "--results", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((tmp_path / "latest-admission-tiny.json").read_text())
+    (run,) = result["runs"]
+    assert run["connections"] == 20
+    assert run["writes_per_s"] is not None
