@@ -6,10 +6,13 @@ the gateway's receive time in milliseconds since the epoch, `u` the
 publishing user. `encode` writes it; `message_frame` reads it back into the
 `message` frame a subscriber gets, and is the only reader, so live delivery,
 resume and the HTTP history endpoint cannot disagree about the format.
+`dedup_key` is the `Nats-Msg-Id` it is published with, the same whoever
+publishes (gateway or `neurelay.publisher`), so a retry is never stored twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -22,6 +25,14 @@ from neurelay.protocol.frames import FrameId
 def encode(payload: Any, message_id: FrameId | None, timestamp_ms: int, user: str) -> bytes:
     """The body stored in NATS for one published message."""
     return orjson.dumps({"p": payload, "i": message_id, "t": timestamp_ms, "u": user})
+
+
+def dedup_key(user: str, message_id: FrameId | None) -> str | None:
+    """JetStream de-duplication id: a publisher's ids are unique per user, not globally."""
+    if message_id is None:
+        return None
+    raw = f"{len(user)}:{user}:{type(message_id).__name__}:{message_id}"
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def message_frame(channel: Channel, seq: int, data: bytes) -> dict[str, Any] | None:

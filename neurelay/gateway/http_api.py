@@ -2,12 +2,15 @@
 
 Both endpoints take a bearer JWT and apply the same validation and
 authorization as WebSocket frames (a publish body is checked as a `publish`
-frame), answering errors as `{"code", "message"}` with a fitting status.
+frame; a JSON array of them is a batch), answering errors as `{"code", "message"}` with
+a fitting status.
 Handlers parse the request and call the `Gateway`; it raises only
 `ProtocolError`, answered through `web.refusal`.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import orjson
 from aiohttp import web
@@ -18,6 +21,9 @@ from neurelay.gateway.web import GATEWAY_KEY, bearer_token, refusal
 from neurelay.protocol import frames
 from neurelay.protocol.channels import parse_channel
 from neurelay.protocol.codes import ErrorCode
+
+# Messages one `POST /api/v1/publish` batch may hold: a bound on the work of one request.
+MAX_BATCH = 1000
 
 
 def _principal(request: web.Request) -> Principal:
@@ -43,6 +49,8 @@ async def publish(request: web.Request) -> web.Response:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as e:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid JSON: {e}") from e
+        if isinstance(decoded, list):
+            return await _publish_batch(request, principal, decoded)
         if not isinstance(decoded, dict) or "type" in decoded:
             raise ProtocolError(
                 ErrorCode.BAD_REQUEST,
@@ -56,6 +64,42 @@ async def publish(request: web.Request) -> web.Response:
     return web.json_response(
         {"channel": frame.channel.name, "seq": seq, "id": frame.id, "duplicate": duplicate}
     )
+
+
+async def _publish_batch(
+    request: web.Request, principal: Principal, items: list[object]
+) -> web.Response:
+    """A JSON array of publish bodies: all checked first, then published in order, pipelined.
+
+    One result per message, in order: what a single publish answers, or `{"code",
+    "message"}` for a message refused while publishing (retry those with the same ids).
+    """
+    gateway = request.app[GATEWAY_KEY]
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"a batch holds 1 to {MAX_BATCH} messages")
+    batch = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or "type" in item:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"message {index}: an object with 'channel', 'payload' and optional 'id'",
+            )
+        frame = frames.parse_client_frame({**item, "type": "publish"})
+        assert isinstance(frame, frames.Publish)
+        batch.append((frame, len(orjson.dumps(item))))
+
+    async def one(frame: frames.Publish, size: int) -> dict[str, object]:
+        answer: dict[str, object] = {"channel": frame.channel.name, "id": frame.id}
+        try:
+            seq, duplicate = await gateway.publish_request(principal, frame, size)
+        except ProtocolError as e:
+            return {**answer, "code": e.code.value, "message": e.message}
+        return {**answer, "seq": seq, "duplicate": duplicate}
+
+    # Tasks start in order and each writes its message before it first waits: NATS gets
+    # them in the batch's order, and their acks are awaited together.
+    results = await asyncio.gather(*(one(frame, size) for frame, size in batch))
+    return web.json_response({"results": results})
 
 
 async def history(request: web.Request) -> web.Response:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -187,7 +186,7 @@ class Gateway:
         body = envelopes.encode(payload, message_id, int(time.time() * 1000), user)
         try:
             seq, duplicate = await self.bus.publish(
-                channel, body, _message_key(user, message_id), namespace.keeps_history
+                channel, body, envelopes.dedup_key(user, message_id), namespace.keeps_history
             )
         except BusError as e:
             raise _refusal(e, "not published", channel, message_id) from e
@@ -231,11 +230,3 @@ def _refusal(
     else:
         code = ErrorCode.INTERNAL
     return ProtocolError(code, f"{what}: {error}", frame_id=frame_id, channel=channel.name)
-
-
-def _message_key(user: str, message_id: FrameId | None) -> str | None:
-    """JetStream de-duplication id: a publisher's ids are unique per user, not globally."""
-    if message_id is None:
-        return None
-    raw = f"{len(user)}:{user}:{type(message_id).__name__}:{message_id}"
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
