@@ -155,6 +155,8 @@ class RawClient:
         self.ws = ws
         self.codec = CODECS[subprotocol]
         self.unread: collections.deque[dict[str, Any]] = collections.deque()
+        # The rest of a frame of a `+batch` subprotocol: read, not yet returned by `_read`.
+        self._batched: collections.deque[dict[str, Any]] = collections.deque()
 
     async def send(self, frame: dict[str, Any]) -> None:
         data = self.codec.encode(frame)
@@ -169,10 +171,14 @@ class RawClient:
         return await self._read(timeout)
 
     async def _read(self, timeout: float) -> dict[str, Any]:
+        if self._batched:
+            return self._batched.popleft()
         msg = await self.ws.receive(timeout)
         if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
             raise AssertionError(f"expected a frame, got {msg.type} {msg.data} {msg.extra}")
-        frame: dict[str, Any] = self.codec.decode(msg.data)
+        first, *rest = self.codec.decode_batch(msg.data)
+        self._batched.extend(rest)
+        frame: dict[str, Any] = first
         return frame
 
     async def request(self, frame: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:

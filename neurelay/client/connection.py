@@ -5,7 +5,8 @@ jitter, authenticates again, re-subscribes every channel with `since` set to
 the last `seq` it delivered, and re-sends publishes that were not yet
 acknowledged with the same `id` (the gateway de-duplicates them), so a
 caller sees every message once, in order, and every `publish` that returned
-was stored exactly once.
+was stored exactly once. With a `+batch` subprotocol one frame from the
+gateway may carry several; they are handled one by one, in order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import itertools
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -81,6 +83,8 @@ class Client:
         self._following: dict[str, Following] = {}
         # A request's future resolves to its reply, or to None: "connection lost, send again".
         self._pending: dict[FrameId, asyncio.Future[ServerFrame | None]] = {}
+        # Frames read (several came in one batched frame) but not yet handled.
+        self._unread: deque[ServerFrame] = deque()
         self._ids = itertools.count(1)
         self._runner: asyncio.Task[None] | None = None
         self._reauthentication: asyncio.Task[None] | None = None
@@ -137,6 +141,7 @@ class Client:
             self.url, protocols=(self._codec.subprotocol,), heartbeat=30.0, max_msg_size=0
         )
         self._ws = ws
+        self._unread.clear()  # what a failed attempt left is of no use on this connection
         try:
             token = await self._token_value()
             reply = await self._exchange_direct(frames.authenticate(token), Authenticated)
@@ -164,12 +169,14 @@ class Client:
         value = self._token()
         return value if isinstance(value, str) else await value
 
-    def _read(self, data: bytes | str) -> ServerFrame | None:
-        """Decode and type one frame from the gateway; None for a type this client skips."""
+    def _read(self, data: bytes | str) -> list[ServerFrame]:
+        """Decode and type the frames of one WebSocket frame, leaving out types this client
+        skips."""
         try:
-            return parse_server_frame(self._codec.decode(data))
+            parsed = [parse_server_frame(obj) for obj in self._codec.decode_batch(data)]
         except ProtocolError as e:
             raise ConnectionLost(f"the gateway sent a frame this client cannot read: {e}") from e
+        return [frame for frame in parsed if frame is not None]
 
     async def _exchange_direct(self, frame: dict[str, Any], expected: type[Reply]) -> Reply:
         """Request/reply before the reader task runs (during connect): read until the reply."""
@@ -177,16 +184,19 @@ class Client:
         frame_id = f"c{next(self._ids)}"
         await self._send({**frame, "id": frame_id})
         while True:
-            msg = await asyncio.wait_for(self._ws.receive(), self._request_timeout)
-            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                raise ConnectionLost(
-                    f"connection closed during set-up: {msg.extra}", self._ws.close_code
-                )
-            incoming = self._read(msg.data)
-            if incoming is not None and incoming.id == frame_id:
+            if not self._unread:
+                msg = await asyncio.wait_for(self._ws.receive(), self._request_timeout)
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    raise ConnectionLost(
+                        f"connection closed during set-up: {msg.extra}", self._ws.close_code
+                    )
+                self._unread.extend(self._read(msg.data))
+                continue
+            # Frames behind the reply (history after `subscribed`) wait until it is handled.
+            incoming = self._unread.popleft()
+            if incoming.id == frame_id:
                 return _reply(incoming, expected)
-            if incoming is not None:
-                self._dispatch(incoming)
+            self._dispatch(incoming)
 
     async def _run(self) -> None:
         try:
@@ -203,10 +213,11 @@ class Client:
         attempt = 0
         while not self._closed:
             assert self._ws is not None
+            while self._unread:
+                self._dispatch(self._unread.popleft())
             async for msg in self._ws:
                 if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    frame = self._read(msg.data)
-                    if frame is not None:
+                    for frame in self._read(msg.data):
                         self._dispatch(frame)
             self._connected.clear()
             code = self._ws.close_code

@@ -32,7 +32,7 @@ from neurelay.gateway.session import (
 )
 from neurelay.gateway.web import GATEWAY_KEY, bearer_token, error_response, origin_allowed
 from neurelay.protocol import frames
-from neurelay.protocol.codecs import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
+from neurelay.protocol.codecs import CODECS, JSON
 from neurelay.protocol.codes import CloseCode, ErrorCode
 
 # A client closed as a slow consumer may read this long to reach the close frame, then is cut.
@@ -52,7 +52,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if gateway.draining:
         return error_response(ErrorCode.UNAVAILABLE, "gateway is draining")
     ws = web.WebSocketResponse(
-        protocols=(JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL),
+        protocols=tuple(CODECS),
         heartbeat=config.limits.heartbeat_seconds,
         max_msg_size=config.limits.max_message_bytes * 2 + _TRANSPORT_SLACK,
         autoping=True,

@@ -34,7 +34,6 @@ from neurelay.gateway.replaying import History
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol import frames
 from neurelay.protocol.channels import Channel
-from neurelay.protocol.codecs import Codec
 from neurelay.protocol.frames import FrameId
 
 # A gap repair waits for JetStream to answer again: retry soon, never slower than 5 s.
@@ -284,7 +283,8 @@ class Hub:
         if frame is None:
             self._log.warning("dropped a malformed message on %s", feed.channel.name)
             return
-        encoded: dict[Codec, tuple[bytes, bytes]] = {}
+        # By encoding (binary: MessagePack, else JSON): a `+batch` codec encodes like its base.
+        encoded: dict[bool, tuple[bytes, bytes]] = {}
         delivered = 0
         for follower in list(feed.followers.values()):
             if follower.backlog is not None:
@@ -298,10 +298,10 @@ class Hub:
             follower.last_seq = seq or follower.last_seq
             outbox = follower.outbox
             codec = outbox.codec
-            pair = encoded.get(codec)
+            pair = encoded.get(codec.binary)
             if pair is None:
                 payload = codec.encode(frame)
-                pair = encoded[codec] = (payload, websocket_frame(payload, codec.binary))
+                pair = encoded[codec.binary] = (payload, websocket_frame(payload, codec.binary))
             outbox.push(*pair)
             delivered += 1
         if delivered:

@@ -5,7 +5,9 @@ nothing is queued and the socket's buffer is small, frames are gathered (up
 to `DIRECT_WRITE_LIMIT` bytes) and written to the transport at the end of the
 current pass of the event loop, all of one connection's in one `write` (the
 fan-out hot path: no task switch per frame, and under load several messages
-per system call). Otherwise they are queued and the connection's writer task
+per system call). With a `+batch` subprotocol the messages gathered (or
+queued) together travel in as few WebSocket frames as `BATCH_FRAME_BYTES`
+allows. Otherwise they are queued and the connection's writer task
 sends them, in order, with aiohttp's flow control. A client that stops
 reading fills its socket buffer, then its queue; at the configured frame or
 byte bound the outbox drops its queue and calls `on_overflow` once (the
@@ -20,13 +22,13 @@ import asyncio
 import struct
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from neurelay.gateway.settings import LiveSettings
-from neurelay.protocol.codecs import Codec
+from neurelay.protocol.codecs import BATCH_FRAME_BYTES, Codec
 
 # Above this many bytes waiting in the socket's buffer, frames queue for the writer task.
 DIRECT_WRITE_LIMIT = 64 * 1024
@@ -41,6 +43,20 @@ def websocket_frame(payload: bytes, binary: bool) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", first, 126, size) + payload
     return struct.pack("!BBQ", first, 127, size) + payload
+
+
+def batches(payloads: Sequence[bytes], separator: bytes, limit: int) -> Iterator[bytes]:
+    """`payloads` in order, joined by `separator` into runs of at most `limit` bytes each (a
+    payload longer than `limit` alone)."""
+    start, size = 0, 0
+    for i, payload in enumerate(payloads):
+        added = len(payload) + (len(separator) if i > start else 0)
+        if i > start and size + added > limit:
+            yield separator.join(payloads[start:i])
+            start, size, added = i, 0, len(payload)
+        size += added
+    if start < len(payloads):
+        yield separator.join(payloads[start:])
 
 
 class _Flusher:
@@ -119,7 +135,7 @@ class Outbox:
         gathered = self._gathered
         if gathered is not None:
             if not self._frames and self._gathered_bytes < DIRECT_WRITE_LIMIT:
-                gathered.append(framed or websocket_frame(data, self.codec.binary))
+                gathered.append(self._gatherable(data, framed))
                 self._gathered_bytes += len(data)
                 return
             # A burst (a replay, say) past the direct-write bound goes through the bounded
@@ -135,7 +151,7 @@ class Outbox:
             ):
                 # Nothing queued, so nothing can overtake: the writer task writes each frame
                 # it takes before it awaits anything.
-                self._gathered = [framed or websocket_frame(data, self.codec.binary)]
+                self._gathered = [self._gatherable(data, framed)]
                 self._gathered_bytes = len(data)
                 flusher.add(self)
                 return
@@ -151,6 +167,12 @@ class Outbox:
         self._queued_bytes += size
         self._wakeup.set()
 
+    def _gatherable(self, data: bytes, framed: bytes | None) -> bytes:
+        """What the gathered list holds: payloads when batching (framed at the flush)."""
+        if self.codec.batched:
+            return data
+        return framed or websocket_frame(data, self.codec.binary)
+
     def _write_gathered(self) -> None:
         gathered, self._gathered = self._gathered, None
         transport, ws = self._transport, self._ws
@@ -161,6 +183,12 @@ class Outbox:
             and not transport.is_closing()
             and not ws.closed  # nothing may follow a close frame
         ):
+            codec = self.codec
+            if codec.batched:
+                gathered = [
+                    websocket_frame(batch, codec.binary)
+                    for batch in batches(gathered, codec.separator, BATCH_FRAME_BYTES)
+                ]
             transport.write(gathered[0] if len(gathered) == 1 else b"".join(gathered))
 
     def overflow(self) -> None:
@@ -181,6 +209,24 @@ class Outbox:
         self.closed = True
         self._wakeup.set()
 
+    def _take(self) -> bytes:
+        """The next queued frame; when batching, as many queued messages as fit in one."""
+        frames = self._frames
+        data = frames.popleft()
+        self._queued_bytes -= len(data)
+        codec = self.codec
+        if not codec.batched or not frames:
+            return data
+        taken = [data]
+        size = len(data)
+        separator = codec.separator
+        while frames and size + len(separator) + len(frames[0]) <= BATCH_FRAME_BYTES:
+            data = frames.popleft()
+            self._queued_bytes -= len(data)
+            size += len(separator) + len(data)
+            taken.append(data)
+        return taken[0] if len(taken) == 1 else separator.join(taken)
+
     async def run(self, ws: web.WebSocketResponse) -> None:
         """Write queued frames in order until the outbox is closed and empty."""
         opcode = WSMsgType.BINARY if self.codec.binary else WSMsgType.TEXT
@@ -189,8 +235,7 @@ class Outbox:
             await self._wakeup.wait()
             self._wakeup.clear()
             while frames:
-                data = frames.popleft()
-                self._queued_bytes -= len(data)
+                data = self._take()
                 await ws.send_frame(data, opcode)
             if self.closed:
                 return

@@ -1,7 +1,11 @@
 """JSON and MessagePack codecs, chosen per connection by WebSocket subprotocol.
 
 `neurelay.v1.json` travels in text frames, `neurelay.v1.msgpack` in binary
-frames; both carry the same objects. Decoding maps every malformed input to
+frames; both carry the same objects. Their `+batch` variants
+(`neurelay.v1.json+batch`, `neurelay.v1.msgpack+batch`) let one server frame
+carry several messages: JSON texts separated by newlines (an encoded JSON
+text never holds a raw newline), or MessagePack objects back to back (each is
+self-delimiting); clients still send one frame per message. Decoding maps every malformed input to
 `ProtocolError(bad_request)`; payloads are held to JSON values (no binary or
 extension types, no non-finite floats, string keys, bounded nesting) so a
 message published in one format can be delivered in the other.
@@ -21,17 +25,25 @@ from neurelay.protocol.codes import ErrorCode
 
 JSON_SUBPROTOCOL: Final = "neurelay.v1.json"
 MSGPACK_SUBPROTOCOL: Final = "neurelay.v1.msgpack"
+JSON_BATCH_SUBPROTOCOL: Final = "neurelay.v1.json+batch"
+MSGPACK_BATCH_SUBPROTOCOL: Final = "neurelay.v1.msgpack+batch"
 MAX_NESTING: Final = 32
+# A server frame of a `+batch` subprotocol holds several messages only up to this many bytes
+# in all (a larger message travels alone): clients read a frame whole before handling it.
+BATCH_FRAME_BYTES: Final = 64 * 1024
 
 
 class Codec:
     """Encodes and decodes frame objects for one subprotocol."""
 
-    __slots__ = ("binary", "subprotocol")
+    __slots__ = ("batched", "binary", "separator", "subprotocol")
 
-    def __init__(self, subprotocol: str, *, binary: bool) -> None:
+    def __init__(self, subprotocol: str, *, binary: bool, batched: bool, separator: bytes) -> None:
         self.subprotocol = subprotocol
         self.binary = binary
+        # Whether server frames may carry several encoded messages, joined by `separator`.
+        self.batched = batched
+        self.separator = separator
 
     def encode(self, frame: Mapping[str, Any]) -> bytes:
         raise NotImplementedError
@@ -39,10 +51,15 @@ class Codec:
     def decode(self, data: bytes | str) -> Any:
         raise NotImplementedError
 
+    def decode_batch(self, data: bytes | str) -> list[Any]:
+        """The objects of one server frame: one, or for a batched codec one or more."""
+        raise NotImplementedError
+
 
 class JsonCodec(Codec):
-    def __init__(self) -> None:
-        super().__init__(JSON_SUBPROTOCOL, binary=False)
+    def __init__(self, *, batched: bool = False) -> None:
+        subprotocol = JSON_BATCH_SUBPROTOCOL if batched else JSON_SUBPROTOCOL
+        super().__init__(subprotocol, binary=False, batched=batched, separator=b"\n")
 
     def encode(self, frame: Mapping[str, Any]) -> bytes:
         return orjson.dumps(frame)
@@ -53,10 +70,17 @@ class JsonCodec(Codec):
         except orjson.JSONDecodeError as e:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid JSON: {e}") from e
 
+    def decode_batch(self, data: bytes | str) -> list[Any]:
+        if not self.batched:
+            return [self.decode(data)]
+        lines = data.split("\n") if isinstance(data, str) else data.split(b"\n")
+        return [self.decode(line) for line in lines]
+
 
 class MsgpackCodec(Codec):
-    def __init__(self) -> None:
-        super().__init__(MSGPACK_SUBPROTOCOL, binary=True)
+    def __init__(self, *, batched: bool = False) -> None:
+        subprotocol = MSGPACK_BATCH_SUBPROTOCOL if batched else MSGPACK_SUBPROTOCOL
+        super().__init__(subprotocol, binary=True, batched=batched, separator=b"")
 
     def encode(self, frame: Mapping[str, Any]) -> bytes:
         packed: bytes = msgpack.packb(frame, use_bin_type=True)
@@ -70,10 +94,32 @@ class MsgpackCodec(Codec):
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid MessagePack: {e}") from e
 
+    def decode_batch(self, data: bytes | str) -> list[Any]:
+        if not self.batched:
+            return [self.decode(data)]
+        if isinstance(data, str):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "MessagePack frames must be binary")
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data))
+        unpacker.feed(data)
+        objects, end = [], 0
+        try:
+            for obj in unpacker:
+                objects.append(obj)
+                end = unpacker.tell()  # after the last whole object (a partial one moves it)
+        except (ValueError, msgpack.FormatError, msgpack.StackError) as e:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid MessagePack: {e}") from e
+        if not objects or end != len(data):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid MessagePack: truncated object")
+        return objects
+
 
 JSON: Final = JsonCodec()
 MSGPACK: Final = MsgpackCodec()
-CODECS: Final[Mapping[str, Codec]] = {c.subprotocol: c for c in (JSON, MSGPACK)}
+JSON_BATCH: Final = JsonCodec(batched=True)
+MSGPACK_BATCH: Final = MsgpackCodec(batched=True)
+CODECS: Final[Mapping[str, Codec]] = {
+    c.subprotocol: c for c in (JSON, MSGPACK, JSON_BATCH, MSGPACK_BATCH)
+}
 
 
 def check_json_value(value: object, depth: int = 0) -> None:

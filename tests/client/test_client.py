@@ -8,7 +8,11 @@ import pytest
 
 from neurelay.client import Client
 from neurelay.errors import ServerError
-from neurelay.protocol.codecs import MSGPACK_SUBPROTOCOL
+from neurelay.protocol.codecs import (
+    JSON_BATCH_SUBPROTOCOL,
+    MSGPACK_BATCH_SUBPROTOCOL,
+    MSGPACK_SUBPROTOCOL,
+)
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -88,6 +92,36 @@ async def test_after_a_disconnect_the_client_resumes_every_channel_without_gap_o
         assert client.reconnects == 1
         latest = await publisher.publish("agent:res", 6)
         assert (await agent.get(timeout=10)).seq == latest.seq
+
+
+@pytest.mark.parametrize("subprotocol", [JSON_BATCH_SUBPROTOCOL, MSGPACK_BATCH_SUBPROTOCOL])
+async def test_a_batching_client_gets_history_and_live_messages_once_in_order_across_reconnects(
+    gateway, link, token, subprotocol
+):
+    async with (
+        Client(
+            _url(link), token(), subprotocol=subprotocol, backoff_initial=0.05, backoff_max=0.2
+        ) as client,
+        Client(gateway.ws_url, token(user="svc")) as publisher,
+    ):
+        before = [await publisher.publish("agent:batch", n) for n in range(20)]
+        # `subscribed` and the 20 messages of history come in the same frame or few.
+        history = await client.subscribe("agent:batch", last=20)
+        live = await client.subscribe("conversation:batch")
+        assert [(await history.get(timeout=10)).seq for _ in range(20)] == [p.seq for p in before]
+        sent = await asyncio.gather(
+            *(publisher.publish("conversation:batch", n) for n in range(30))
+        )
+        got = [await live.get(timeout=10) for _ in range(30)]
+        assert [m.seq for m in got] == sorted(p.seq for p in sent)
+        assert sorted(m.payload for m in got) == list(range(30))
+        link.cut()
+        missed = [await publisher.publish("agent:batch", n) for n in range(20, 40)]
+        link.restore()
+        assert [(await history.get(timeout=20)).seq for _ in range(20)] == [p.seq for p in missed]
+        latest = await publisher.publish("conversation:batch", "after")
+        assert (await live.get(timeout=10)).seq == latest.seq  # read after the reconnect ended
+        assert client.reconnects == 1
 
 
 async def test_publish_made_while_disconnected_is_sent_after_reconnecting(gateway, link, token):

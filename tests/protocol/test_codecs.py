@@ -14,8 +14,12 @@ from neurelay.errors import ProtocolError
 from neurelay.protocol.codecs import (
     CODECS,
     JSON,
+    JSON_BATCH,
+    JSON_BATCH_SUBPROTOCOL,
     JSON_SUBPROTOCOL,
     MSGPACK,
+    MSGPACK_BATCH,
+    MSGPACK_BATCH_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     check_json_value,
 )
@@ -70,7 +74,15 @@ def _bad_request(decode: Any, data: Any) -> ProtocolError:
 
 
 def test_codecs_are_registered_by_subprotocol_with_their_frame_kind() -> None:
-    assert CODECS == {JSON_SUBPROTOCOL: JSON, MSGPACK_SUBPROTOCOL: MSGPACK}
+    assert CODECS == {
+        JSON_SUBPROTOCOL: JSON,
+        MSGPACK_SUBPROTOCOL: MSGPACK,
+        JSON_BATCH_SUBPROTOCOL: JSON_BATCH,
+        MSGPACK_BATCH_SUBPROTOCOL: MSGPACK_BATCH,
+    }
+    assert JSON_BATCH.subprotocol == "neurelay.v1.json+batch"
+    assert MSGPACK_BATCH.subprotocol == "neurelay.v1.msgpack+batch"
+    assert (JSON_BATCH.binary, MSGPACK_BATCH.binary) == (False, True)
     assert JSON.subprotocol == "neurelay.v1.json"
     assert MSGPACK.subprotocol == "neurelay.v1.msgpack"
     assert JSON.binary is False
