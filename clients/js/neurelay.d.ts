@@ -5,6 +5,8 @@
 
 /** The WebSocket subprotocol the client speaks. */
 export declare const SUBPROTOCOL: "neurelay.v1.json";
+/** The batched variant (`batch: true`): a frame from the gateway may hold several frames, one per line. */
+export declare const BATCH_SUBPROTOCOL: "neurelay.v1.json+batch";
 
 /** Error codes of the protocol (docs/protocol.md, "Error codes"). */
 export type ErrorCode =
@@ -120,6 +122,8 @@ export interface ClientOptions {
   requestTimeout?: number;
   /** Application ping interval in ms; a ping unanswered at the next one drops the connection (default 30000; 0 = off). */
   heartbeatInterval?: number;
+  /** Offer `neurelay.v1.json+batch` before `neurelay.v1.json`: fewer, larger frames under load (default false). */
+  batch?: boolean;
 }
 
 export interface SubscribeOptions<P = JsonValue> {

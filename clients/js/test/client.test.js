@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 
-import { Client, NeurelayError, connect } from "../neurelay.js";
+import { BATCH_SUBPROTOCOL, Client, NeurelayError, connect } from "../neurelay.js";
 import {
   WebSocket,
   closeAll,
@@ -117,6 +117,21 @@ describe("requests", () => {
     const subscription = await client.subscribe(channel, { last: 2 });
     assert.equal((await subscription.get(WAIT)).payload, 3);
     assert.equal((await subscription.get(WAIT)).payload, 4);
+  });
+
+  test("a batching client receives history and live messages once, in order", async () => {
+    const channel = uniqueChannel();
+    const publisher = await open(gateway.url, gateway.token);
+    const sent = [];
+    for (let n = 0; n < 30; n++) sent.push((await publisher.publish(channel, n)).seq);
+    const client = await open(gateway.url, gateway.token, { batch: true });
+    assert.equal(client._ws.protocol, BATCH_SUBPROTOCOL);
+    const subscription = await client.subscribe(channel, { last: 30 });
+    const live = await Promise.all([30, 31, 32].map((n) => publisher.publish(channel, n)));
+    sent.push(...live.map((p) => p.seq).sort((a, b) => a - b));
+    const seqs = [];
+    for (let i = 0; i < 33; i++) seqs.push((await subscription.get(WAIT)).seq);
+    assert.deepEqual(seqs, sent);
   });
 
   test("subscribe with since replays everything after that seq", async () => {

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 
-import { Client, NeurelayError, backoffDelay, gatewayUrl } from "../neurelay.js";
+import { BATCH_SUBPROTOCOL, Client, NeurelayError, backoffDelay, gatewayUrl } from "../neurelay.js";
 import { nextEvent, within } from "./support.js";
 
 const WAIT = 5_000;
@@ -20,6 +20,7 @@ class ScriptedSocket {
   constructor(url, protocols) {
     this.url = url;
     this.protocols = protocols;
+    this.protocol = protocols[0]; // the gateway takes the client's first choice
     this.readyState = 0;
     this.sent = [];
     this.onopen = this.onclose = this.onerror = this.onmessage = null;
@@ -38,6 +39,11 @@ class ScriptedSocket {
 
   deliver(frame) {
     setTimeout(() => this.onmessage?.({ data: JSON.stringify(frame) }), 0);
+  }
+
+  /** Several frames in one WebSocket frame, as the batched subprotocol carries them. */
+  deliverBatch(frames) {
+    setTimeout(() => this.onmessage?.({ data: frames.map((f) => JSON.stringify(f)).join("\n") }), 0);
   }
 
   /** The gateway closes the connection. */
@@ -95,6 +101,29 @@ afterEach(async () => {
 test("the client asks for the neurelay.v1.json subprotocol", async () => {
   await scriptedClient().connect();
   assert.deepEqual(ScriptedSocket.sockets[0].protocols, ["neurelay.v1.json"]);
+});
+
+test("with batch the client offers the batched subprotocol first and the plain one after it", async () => {
+  await scriptedClient({ batch: true }).connect();
+  assert.deepEqual(ScriptedSocket.sockets[0].protocols, [BATCH_SUBPROTOCOL, "neurelay.v1.json"]);
+});
+
+test("a batched frame's frames are handled in order, a reply's awaiting code before the rest", async () => {
+  ScriptedSocket.answer = (frame, socket) => {
+    if (frame.type !== "subscribe") return defaultAnswer(frame);
+    const subscribed = { type: "subscribed", id: frame.id, channel: frame.channel, seq: 3, recovered: true };
+    socket.deliverBatch([subscribed, message(frame.channel, 2), message(frame.channel, 3)]);
+    return [];
+  };
+  const client = await scriptedClient({ batch: true }).connect();
+  const seen = [];
+  const subscribing = client.subscribe("agent:1", { last: 2, onMessage: (m) => seen.push(m.seq) });
+  await subscribing.then(() => seen.push("subscribed"));
+  const settled = async () => {
+    while (seen.length < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+  };
+  await within(WAIT, settled(), "the history");
+  assert.deepEqual(seen, ["subscribed", 2, 3]);
 });
 
 test("a message whose seq was already delivered is dropped", async () => {

@@ -9,7 +9,9 @@
  * `subscribed` when nothing was delivered yet), drops any message whose `seq`
  * it already delivered, and re-sends unacknowledged publishes with the same
  * `id`, which the gateway stores once. So a caller sees every message once,
- * in order, and every `publish` that resolved was stored exactly once.
+ * in order, and every `publish` that resolved was stored exactly once. With
+ * `batch: true` it offers `neurelay.v1.json+batch` first, in which one frame
+ * from the gateway may carry several, newline-separated.
  *
  *     import { connect } from "/client/neurelay.js";
  *     const client = await connect("ws://127.0.0.1:8080/ws", { token });
@@ -23,6 +25,8 @@
  */
 
 export const SUBPROTOCOL = "neurelay.v1.json";
+/** The batched variant: a frame from the gateway may hold several frames, one per line. */
+export const BATCH_SUBPROTOCOL = "neurelay.v1.json+batch";
 
 /** Error codes of the protocol (docs/protocol.md, "Error codes"). */
 export const ERROR_CODES = Object.freeze([
@@ -310,6 +314,7 @@ export class Client {
     this._backoffMax = options.backoffMax ?? 10_000;
     this._requestTimeout = options.requestTimeout ?? 30_000;
     this._heartbeatInterval = options.heartbeatInterval ?? 30_000;
+    this._batch = options.batch ?? false;
     this._state = "idle";
     this._ws = null;
     this._connected = false;
@@ -324,6 +329,10 @@ export class Client {
     this._heartbeat = null;
     this._heartbeatDue = false;
     this._renewal = null; // the re-authentication after token expiry, while it runs
+    // Frames of the connection not yet handled (the rest of a batched frame), and whether
+    // their handling waits for a reply's awaiting code to run first.
+    this._inbox = [];
+    this._inboxPaused = false;
   }
 
   /** idle | connecting | connected | reconnecting | closed */
@@ -423,7 +432,8 @@ export class Client {
     return new Promise((resolve, reject) => {
       let ws;
       try {
-        ws = new this._WebSocket(this.url, [SUBPROTOCOL]);
+        const protocols = this._batch ? [BATCH_SUBPROTOCOL, SUBPROTOCOL] : [SUBPROTOCOL];
+        ws = new this._WebSocket(this.url, protocols);
       } catch (error) {
         reject(new NeurelayError("connection_lost", `cannot connect to ${this.url}: ${error.message ?? error}`));
         return;
@@ -465,6 +475,7 @@ export class Client {
 
   _detach(ws) {
     this._ws = null;
+    this._inbox = [];
     this._connected = false;
     this._stopHeartbeat();
     ws.onmessage = null;
@@ -577,21 +588,44 @@ export class Client {
 
   _receive(ws, data) {
     if (this._ws !== ws || typeof data !== "string") return;
-    let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch {
-      this._emit("error", new NeurelayError("bad_request", "the gateway sent a frame that is not JSON"));
-      return;
-    }
-    this._dispatch(frame);
+    if (ws.protocol === BATCH_SUBPROTOCOL) this._inbox.push(...data.split("\n"));
+    else this._inbox.push(data);
+    if (!this._inboxPaused) this._handleInbox();
   }
 
+  /**
+   * Handle received frames in order. After a reply, the frames behind it (history after
+   * `subscribed`, say) wait for a new task, so the code awaiting the reply runs first, as
+   * it does when each frame comes in a WebSocket frame of its own. The inbox holds frames
+   * of the current connection only (a disconnect empties it).
+   */
+  _handleInbox() {
+    while (this._inbox.length) {
+      const text = this._inbox.shift();
+      let frame;
+      try {
+        frame = JSON.parse(text);
+      } catch {
+        this._emit("error", new NeurelayError("bad_request", "the gateway sent a frame that is not JSON"));
+        continue;
+      }
+      if (this._dispatch(frame) && this._inbox.length) {
+        this._inboxPaused = true;
+        setTimeout(() => {
+          this._inboxPaused = false;
+          this._handleInbox();
+        }, 0);
+        return;
+      }
+    }
+  }
+
+  /** Handle one frame; true when it answered a request. */
   _dispatch(frame) {
     const kind = frame.type;
     if (kind === "message") {
       this._subscriptions.get(frame.channel)?._offer(frame);
-      return;
+      return false;
     }
     let id = frame.id;
     if (kind === "error" && id == null) {
@@ -613,14 +647,15 @@ export class Client {
       this._pending.delete(id);
       this._outbox.push(request);
       this._arm(request);
-      return;
+      return false;
     }
     if (request) {
       this._pending.delete(id);
       this._settle(request, kind === "error" ? serverError(frame) : null, frame);
-    } else if (kind === "error") {
-      this._emit("error", serverError(frame));
+      return true;
     }
+    if (kind === "error") this._emit("error", serverError(frame));
+    return false;
   }
 
   /**
