@@ -25,12 +25,12 @@ import yaml
 from e2e.ingress import Ingress
 from neurelay.embedded import ClusterMembership, EmbeddedNats, free_port
 from neurelay.jetstream.streams import desired_stream
-from neurelay.operator import render
+from neurelay.operator import naming, render
 from neurelay.operator.models import ChannelSpec, RealtimeGatewaySpec
 from tests.support.processes import GatewayProcess
 
 NODES = 3
-GATEWAY = render.GatewayRef(namespace="e2e", name="neurelay", uid="e2e")
+GATEWAY = naming.GatewayRef(namespace="e2e", name="neurelay", uid="e2e")
 SPEC = RealtimeGatewaySpec.model_validate(
     {
         "replicas": 3,

@@ -15,7 +15,7 @@ is left out::
     │   └── ReplayError      JetStream answered a direct get with an error [gateway.replaying]
     ├── KubeError            a Kubernetes API request failed; carries the status [operator.kube]
     ├── SecretMissing        a referenced Secret, or its key, does not exist [operator.kube]
-    ├── RetryLater           a resource cannot be reconciled now [operator.reconciling]
+    ├── RetryLater           a resource cannot be reconciled now [operator.context]
     └── ClientError          raised by `neurelay.client` (which exports these)
         ├── ServerError      the gateway answered with an `error` frame; carries its code
         ├── RequestTimeout   no reply (or no connection) within the client's request timeout

@@ -23,6 +23,8 @@ from neurelay.jetstream.errors import NATS_ERRORS, bus_error
 from neurelay.jetstream.streams import StreamDrift, stream_drift
 
 Action = Literal["created", "updated", "unchanged", "incompatible"]
+# What callers hold to manage streams with, without importing nats-py themselves.
+JetStream = JetStreamContext
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +46,7 @@ class StreamOutcome:
         )
 
 
-async def stream_info(js: JetStreamContext, name: str) -> StreamInfo | None:
+async def stream_info(js: JetStream, name: str) -> StreamInfo | None:
     """The stream as the server has it, or None when it does not exist."""
     try:
         return await js.stream_info(name)
@@ -54,7 +56,7 @@ async def stream_info(js: JetStreamContext, name: str) -> StreamInfo | None:
         raise bus_error(e, f"cannot read stream {name}") from e
 
 
-async def sync_stream(js: JetStreamContext, desired: StreamConfig) -> StreamOutcome:
+async def sync_stream(js: JetStream, desired: StreamConfig) -> StreamOutcome:
     """Make the server's stream match `desired` where JetStream allows it."""
     name = desired.name or ""
     current = await stream_info(js, name)
@@ -71,7 +73,7 @@ async def sync_stream(js: JetStreamContext, desired: StreamConfig) -> StreamOutc
         raise bus_error(e, f"cannot set up stream {name}") from e
 
 
-async def delete_stream(js: JetStreamContext, name: str) -> bool:
+async def delete_stream(js: JetStream, name: str) -> bool:
     """Delete the stream; False when it did not exist."""
     try:
         return bool(await js.delete_stream(name))

@@ -1,11 +1,13 @@
 """The Neurelay Kubernetes operator: RealtimeGateway and Channel custom resources.
 
-Modules that hold data are nouns (`models`, `settings`, `metrics`), pure
-functions that compute are nouns too (`render`, `conditions`, `crdgen`), and
-modules that act on the world have gerund names (`reconciling` for whole
-resources, `running` for the process). `kube` is the thin Kubernetes API
-client and `handlers` the thin kopf wiring on top of `reconciling`. Streams
-are managed through `neurelay.jetstream`, the adapter the gateway uses too.
+Pure modules are nouns: `models` (the CRDs' schemas), `naming`, `render` and
+`workloads` (specs -> child manifests), `election` (which Channel governs a
+namespace), `outcomes` (what a stream sync means), `statuses` and
+`conditions` (typed status), `crdgen` and `chartgen` (generated files). The
+modules that act on the world reconcile one kind each, `gateways` and
+`channels`, on a shared `context`; `kube` is the thin Kubernetes API client,
+`handlers` the thin kopf wiring on top, `running` the process. Streams are
+managed through `neurelay.jetstream`, the adapter the gateway uses too.
 """
 
 GROUP = "realtime.neurectomy.io"

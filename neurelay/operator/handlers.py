@@ -1,4 +1,4 @@
-"""The kopf handlers: thin wiring from kopf's events to `reconciling`, in a registry of their own.
+"""The kopf handlers: thin wiring from kopf's events to `gateways` and `channels`, in a registry.
 
 `build_registry(ctx)` registers, for one operator process:
 
@@ -23,19 +23,10 @@ from typing import Any
 import kopf
 
 from neurelay.operator import GROUP, VERSION
-from neurelay.operator.reconciling import (
-    Context,
-    EventType,
-    Log,
-    Notify,
-    RetryLater,
-    reconcile_channel,
-    reconcile_gateway,
-    refresh_gateway_status,
-    release_channel,
-    resumed,
-)
-from neurelay.operator.render import GATEWAY_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from neurelay.operator.channels import reconcile_channel, release_channel
+from neurelay.operator.context import Context, EventType, Log, Notify, RetryLater, resumed
+from neurelay.operator.gateways import reconcile_gateway, refresh_gateway_status
+from neurelay.operator.naming import GATEWAY_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
 GATEWAYS = (GROUP, VERSION, "realtimegateways")
 CHANNELS = (GROUP, VERSION, "channels")

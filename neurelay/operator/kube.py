@@ -155,7 +155,12 @@ class Kube:
         )
 
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
-        """Delete (foreground for owned objects); False when it did not exist."""
+        """Delete; False when it did not exist.
+
+        Background propagation: the call returns at once and the garbage
+        collector removes any dependents afterwards (the objects deleted this
+        way, a gateway's optional children, have none).
+        """
         try:
             await self.request(
                 "DELETE",

@@ -169,9 +169,9 @@ async def _operate(
     import kopf
 
     from neurelay.jetstream.pool import NatsPool
+    from neurelay.operator.context import Context
     from neurelay.operator.handlers import build_registry
     from neurelay.operator.kube import Kube
-    from neurelay.operator.reconciling import Context
 
     kube = await Kube.connect(log, kubeconfig)
     nats = NatsPool(

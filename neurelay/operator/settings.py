@@ -21,9 +21,6 @@ class OperatorSettings:
     drift_interval_seconds: float = 30.0
     """How often each Channel's stream is compared with the server's (kopf timer)."""
 
-    gateway_resync_seconds: float = 300.0
-    """How often each RealtimeGateway is reconciled even without changes (rotated Secrets)."""
-
     retry_base_seconds: float = 2.0
     """First retry delay after a failure; doubles with each retry (each delay jittered)."""
 

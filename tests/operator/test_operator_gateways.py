@@ -6,7 +6,7 @@ import yaml
 
 from neurelay.config import GatewayConfig
 from neurelay.embedded import EmbeddedNats
-from neurelay.operator.render import RESTART_HASH_ANNOTATION
+from neurelay.operator.naming import RESTART_HASH_ANNOTATION
 from tests.operator.conftest import Cluster, eventually, gateway, secret
 
 GW = "realtimegateway"

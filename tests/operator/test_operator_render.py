@@ -8,11 +8,10 @@ from typing import Any
 import yaml
 
 from neurelay.config import GatewayConfig, load_config
-from neurelay.operator import render
+from neurelay.operator import naming, render
 from neurelay.operator.models import ChannelSpec, RealtimeGatewaySpec
-from neurelay.operator.reconciling import gateway_status
 
-REF = render.GatewayRef("prod", "edge", "uid-1")
+REF = naming.GatewayRef("prod", "edge", "uid-1")
 
 
 def spec(**overrides: Any) -> RealtimeGatewaySpec:
@@ -41,7 +40,7 @@ def config_of(children: render.Children, tmp_path: Path) -> GatewayConfig:
 
 def template_hash(children: render.Children) -> str:
     annotations = children.deployment["spec"]["template"]["metadata"]["annotations"]
-    value: str = annotations[render.RESTART_HASH_ANNOTATION]
+    value: str = annotations[naming.RESTART_HASH_ANNOTATION]
     return value
 
 
@@ -51,17 +50,17 @@ def test_config_map_holds_a_gateway_config_the_gateway_loads(tmp_path: Path) -> 
     assert config.nats.manage_streams is False
     assert config.nats.subject_prefix == "prod_edge"
     assert config.nats.servers == ["nats://nats:4222"]
-    assert config.auth.secret_file == f"{render.AUTH_DIR}/secret"
+    assert config.auth.secret_file == f"{naming.AUTH_DIR}/secret"
     assert set(config.namespaces) == {"agent", "metrics"}
     assert config.namespaces["metrics"].history_messages == 0
-    assert config.server.port == render.CONTAINER_PORT
+    assert config.server.port == naming.CONTAINER_PORT
 
 
 def test_subject_prefix_is_sanitised_and_bounded() -> None:
-    assert render.subject_prefix("team.a", "edge") == "team_a_edge"
-    long = render.subject_prefix("n" * 63, "g" * 200)
+    assert naming.subject_prefix("team.a", "edge") == "team_a_edge"
+    long = naming.subject_prefix("n" * 63, "g" * 200)
     assert len(long) == 64
-    assert long != render.subject_prefix("n" * 63, "g" * 199)
+    assert long != naming.subject_prefix("n" * 63, "g" * 199)
 
 
 def test_restart_hash_ignores_live_settings_but_not_restart_ones() -> None:
@@ -101,7 +100,7 @@ def test_deployment_runs_the_gateway_hardened_with_probes() -> None:
     assert pod["terminationGracePeriodSeconds"] > 25
     assert deployment["spec"]["replicas"] == 2
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/etc/neurelay", render.AUTH_DIR, "/tmp"} <= mounts
+    assert {"/etc/neurelay", naming.AUTH_DIR, "/tmp"} <= mounts
     owner = deployment["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("RealtimeGateway", "uid-1", True)
 
@@ -141,7 +140,7 @@ def test_ingress_is_websocket_friendly_and_user_annotations_win() -> None:
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"][0]["secretName"] == "rt-tls"
     assert (
-        render.endpoint(REF, spec(ingress={"host": "rt.example.com"})) == "ws://rt.example.com/ws"
+        naming.endpoint(REF, spec(ingress={"host": "rt.example.com"})) == "ws://rt.example.com/ws"
     )
 
 
@@ -163,8 +162,8 @@ def test_public_key_and_nats_credentials_are_mounted_files(tmp_path: Path) -> No
         {},
     )
     config = config_of(children, tmp_path)
-    assert config.auth.public_key_file == f"{render.AUTH_DIR}/public.pem"
-    assert config.nats.credentials_file == f"{render.NATS_DIR}/nats.creds"
+    assert config.auth.public_key_file == f"{naming.AUTH_DIR}/public.pem"
+    assert config.nats.credentials_file == f"{naming.NATS_DIR}/nats.creds"
     volumes = {v["name"]: v for v in children.deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["auth-secret"]["secret"]["items"] == [{"key": "pem", "path": "public.pem"}]
     assert volumes["nats-secret"]["secret"]["secretName"] == "nc"
@@ -174,28 +173,6 @@ def test_manifests_serialise_to_yaml() -> None:
     children = render.render_children(REF, spec(ingress={"host": "a.b"}), channels(), {})
     for manifest in children.present():
         assert yaml.safe_load(yaml.safe_dump(manifest)) == manifest
-
-
-def test_gateway_status_ready_only_when_all_replicas_ready() -> None:
-    deployment = {
-        "metadata": {"generation": 2},
-        "spec": {"replicas": 2},
-        "status": {
-            "observedGeneration": 2,
-            "replicas": 2,
-            "readyReplicas": 1,
-            "updatedReplicas": 2,
-        },
-    }
-    status = gateway_status(spec(), REF, deployment, ["agent"], [])
-    ready = {c["type"]: c for c in status["conditions"]}
-    assert ready["Ready"]["status"] == "False"
-    assert ready["Progressing"]["status"] == "False"
-    deployment["status"]["readyReplicas"] = 2
-    status = gateway_status(spec(), REF, deployment, ["agent"], status["conditions"])
-    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
-    assert status["endpoint"] == "ws://edge.prod.svc:80/ws"
-    assert status["selector"] == render.selector_string(REF)
 
 
 def test_gateway_pods_pause_before_draining_and_get_time_for_both() -> None:

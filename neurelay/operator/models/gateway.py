@@ -1,81 +1,31 @@
-"""Specs and statuses of the RealtimeGateway and Channel custom resources, as pydantic models.
-
-These models are the one definition of both kinds: `crdgen` turns them into
-the CRDs' OpenAPI schemas (descriptions, defaults, bounds, CEL rules) and the
-operator parses custom resources with them. Fields that mean the same thing
-as a gateway setting are copied from `neurelay.config` with `reuse`, so the
-bounds, defaults and descriptions have a single source of truth. Field names
-are snake_case in Python and camelCase in Kubernetes (aliases).
-"""
+"""The RealtimeGateway spec: the gateway's pods, configuration, exposure and scaling."""
 
 from __future__ import annotations
 
-import copy
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
 
-from neurelay import __version__
 from neurelay.config import (
     Algorithm,
-    Audience,
     AuthSettings,
     DrainSettings,
     GatewayConfig,
     LimitSettings,
-    NamespaceSettings,
+)
+from neurelay.operator.models.base import (
+    DEFAULT_IMAGE,
+    DEFAULT_LIMITS,
+    DEFAULT_REQUESTS,
+    NAME_PATTERN,
+    IntOrString,
+    SecretKeyRef,
+    SpecModel,
+    reuse,
 )
 
-DEFAULT_IMAGE = f"ghcr.io/neurectomy/neurelay:{__version__}"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-NAMESPACE_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
-DEFAULT_REQUESTS: dict[str, int | str] = {"cpu": "100m", "memory": "128Mi"}
-DEFAULT_LIMITS: dict[str, int | str] = {"memory": "512Mi"}
 
-
-def reuse(model: type[BaseModel], name: str, *, description: str | None = None) -> Any:
-    """A copy of `model`'s field `name` (default, bounds, description) for use in a spec.
-
-    `description` is used only while the source field has none. The unit
-    tests check that reused annotations equal the source's.
-    """
-    info = copy.deepcopy(model.model_fields[name])
-    if info.description is None:
-        info.description = description
-    return info
-
-
-def immutable(message: str) -> dict[str, Any]:
-    """json_schema_extra of a field that cannot change after creation."""
-    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": message}]}
-
-
-IntOrString = Annotated[int | str, WithJsonSchema({"x-kubernetes-int-or-string": True})]
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        frozen=True,
-        extra="ignore",
-    )
-
-
-# -- RealtimeGateway ---------------------------------------------------------------------------
-
-
-class SecretKeyRef(_Spec):
-    """A key of a Secret in the same Kubernetes namespace as the resource."""
-
-    name: str = Field(
-        min_length=1, max_length=253, pattern=NAME_PATTERN, description="Name of the Secret."
-    )
-    key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
-
-
-class NatsSpec(_Spec):
+class NatsSpec(SpecModel):
     """How the gateway (and the operator, for streams) reaches NATS."""
 
     url: str = Field(
@@ -92,7 +42,7 @@ class NatsSpec(_Spec):
     )
 
 
-class AuthSpec(_Spec):
+class AuthSpec(SpecModel):
     """How clients' JWTs are verified."""
 
     model_config = ConfigDict(
@@ -130,7 +80,7 @@ class AuthSpec(_Spec):
     leeway_seconds: float = reuse(AuthSettings, "leeway_seconds")
 
 
-class LimitsSpec(_Spec):
+class LimitsSpec(SpecModel):
     """Per-connection and per-user limits; applied by running gateways without a restart."""
 
     model_config = ConfigDict(
@@ -161,7 +111,7 @@ class LimitsSpec(_Spec):
     connection_lease_seconds: float = reuse(LimitSettings, "connection_lease_seconds")
 
 
-class IngressSpec(_Spec):
+class IngressSpec(SpecModel):
     """An Ingress in front of the gateway Service, tuned for long-lived WebSockets."""
 
     host: str = Field(
@@ -198,7 +148,7 @@ class IngressSpec(_Spec):
     )
 
 
-class AutoscalingSpec(_Spec):
+class AutoscalingSpec(SpecModel):
     """A HorizontalPodAutoscaler on CPU; when enabled it owns the replica count."""
 
     model_config = ConfigDict(
@@ -224,7 +174,7 @@ class AutoscalingSpec(_Spec):
     )
 
 
-class DisruptionBudgetSpec(_Spec):
+class DisruptionBudgetSpec(SpecModel):
     """A PodDisruptionBudget limiting voluntary evictions (node drains)."""
 
     enabled: bool = Field(True, description="Create a PodDisruptionBudget.")
@@ -237,7 +187,7 @@ class DisruptionBudgetSpec(_Spec):
     )
 
 
-class PodSecuritySpec(_Spec):
+class PodSecuritySpec(SpecModel):
     """Pod security; the gateway always runs as non-root on a read-only root file system."""
 
     run_as_user: int = Field(10001, ge=1, le=2**31 - 1, description="UID (never 0).")
@@ -248,7 +198,7 @@ class PodSecuritySpec(_Spec):
     )
 
 
-class ResourcesSpec(_Spec):
+class ResourcesSpec(SpecModel):
     """Compute resources of the gateway container (as in a container's `resources`)."""
 
     requests: dict[str, IntOrString] = Field(
@@ -264,7 +214,7 @@ class ResourcesSpec(_Spec):
     )
 
 
-class RealtimeGatewaySpec(_Spec):
+class RealtimeGatewaySpec(SpecModel):
     """Desired state of a Neurelay gateway: its pods, configuration and exposure."""
 
     replicas: int = Field(
@@ -312,149 +262,3 @@ class RealtimeGatewaySpec(_Spec):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = reuse(
         GatewayConfig, "log_level", description="Gateway log level."
     )
-
-
-# -- Channel ------------------------------------------------------------------------------------
-
-
-class HistorySpec(_Spec):
-    """What JetStream keeps of the namespace's channels; messages: 0 means no stream."""
-
-    messages: int = reuse(NamespaceSettings, "history_messages")
-    max_age_seconds: float = reuse(NamespaceSettings, "history_max_age_seconds")
-    storage: Literal["file", "memory"] = reuse(NamespaceSettings, "storage")
-    replicas: Literal[1, 3, 5] = reuse(NamespaceSettings, "replicas")
-
-
-class PermissionsSpec(_Spec):
-    """Who may use the namespace's channels, on top of the token's channel claims."""
-
-    subscribe: Audience = reuse(NamespaceSettings, "subscribe")
-    publish: Audience = reuse(NamespaceSettings, "publish")
-
-
-class ChannelLimitsSpec(_Spec):
-    """Limits of this namespace that override the gateway's."""
-
-    max_message_bytes: int | None = reuse(NamespaceSettings, "max_message_bytes")
-
-
-class ChannelSpec(_Spec):
-    """A channel namespace served by one RealtimeGateway, with its history and permissions."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.history.messages > 0 || self.history.replicas == 1",
-                    "message": "history.replicas applies to a stream; with history.messages 0 "
-                    "(core NATS only) leave it at 1",
-                },
-            ]
-        }
-    )
-
-    gateway: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=NAME_PATTERN,
-        description="Name of the RealtimeGateway (same Kubernetes namespace) serving this "
-        "channel namespace. Immutable.",
-        json_schema_extra=immutable("spec.gateway is immutable; create a new Channel instead"),
-    )
-    namespace: str = Field(
-        min_length=1,
-        max_length=32,
-        pattern=NAMESPACE_PATTERN,
-        description="Channel namespace governed, e.g. agent, conversation, system: the part "
-        "before ':' in channel names. One Channel per namespace and gateway. Immutable.",
-        json_schema_extra=immutable("spec.namespace is immutable; create a new Channel instead"),
-    )
-    history: HistorySpec = Field(
-        default_factory=HistorySpec, description="History kept in JetStream."
-    )
-    permissions: PermissionsSpec = Field(
-        default_factory=PermissionsSpec, description="Who may subscribe and publish."
-    )
-    limits: ChannelLimitsSpec = Field(
-        default_factory=ChannelLimitsSpec, description="Per-namespace limit overrides."
-    )
-    deletion_policy: Literal["Delete", "Retain"] = Field(
-        "Retain",
-        description="What happens to the JetStream stream when the Channel is deleted or its "
-        "history set to 0: Delete removes it with its messages, Retain keeps it.",
-    )
-
-    def settings(self) -> NamespaceSettings:
-        """The gateway's NamespaceSettings for this channel namespace."""
-        return NamespaceSettings(
-            history_messages=self.history.messages,
-            history_max_age_seconds=self.history.max_age_seconds,
-            storage=self.history.storage,
-            replicas=self.history.replicas,
-            max_message_bytes=self.limits.max_message_bytes,
-            subscribe=self.permissions.subscribe,
-            publish=self.permissions.publish,
-        )
-
-
-# -- Statuses -----------------------------------------------------------------------------------
-
-
-class Condition(_Spec):
-    """One aspect of the resource's state, as in Kubernetes' metav1.Condition."""
-
-    type: str = Field(max_length=64, description="Ready, Progressing or Degraded.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(max_length=64, description="CamelCase reason of the last transition.")
-    message: str = Field("", max_length=4096, description="Human-readable details.")
-    last_transition_time: str = Field(
-        description="When the status last changed (RFC 3339).", max_length=64
-    )
-    observed_generation: int | None = Field(
-        None, ge=0, description="metadata.generation this condition was computed from."
-    )
-
-
-def _conditions_field() -> Any:
-    return Field(
-        default_factory=list,
-        max_length=16,
-        description="Current conditions, one per type.",
-        json_schema_extra={
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-        },
-    )
-
-
-class RealtimeGatewayStatus(_Spec):
-    """Observed state of a RealtimeGateway, written by the operator."""
-
-    observed_generation: int | None = Field(
-        None, ge=0, description="metadata.generation last reconciled."
-    )
-    replicas: int | None = Field(None, ge=0, description="Gateway pods that exist.")
-    ready_replicas: int | None = Field(None, ge=0, description="Gateway pods ready for traffic.")
-    selector: str | None = Field(
-        None, description="Label selector of the gateway pods (for the scale subresource)."
-    )
-    endpoint: str | None = Field(None, description="WebSocket URL clients connect to.")
-    channels: list[str] = Field(
-        default_factory=list, description="Channel namespaces the gateway serves."
-    )
-    conditions: list[Condition] = _conditions_field()
-
-
-class ChannelStatus(_Spec):
-    """Observed state of a Channel, written by the operator."""
-
-    observed_generation: int | None = Field(
-        None, ge=0, description="metadata.generation last reconciled."
-    )
-    stream: str | None = Field(
-        None, description="JetStream stream holding the history; empty without history."
-    )
-    messages: int | None = Field(None, ge=0, description="Messages in the stream.")
-    bytes: int | None = Field(None, ge=0, description="Bytes in the stream.")
-    conditions: list[Condition] = _conditions_field()

@@ -1,0 +1,275 @@
+"""Reconciling a Channel: its JetStream stream, its status, and its release on deletion.
+
+The Channel's stream is synced through `neurelay.jetstream` on the NATS of
+the gateway it names; what the sync means (created, re-created,
+drift-corrected, adopted, refused) is decided by `outcomes` and written as a
+typed status by `statuses`. A Channel that loses the election for its
+(gateway, channel namespace) is reported as a conflict and touches nothing.
+On deletion, `release_channel` deletes or retains the stream by the
+Channel's deletionPolicy. After a change, the gateway is reconciled too, so
+its ConfigMap serves the Channel's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+
+from neurelay.errors import BusError, BusUnavailable, NeurelayError
+from neurelay.jetstream.streams import desired_stream
+from neurelay.jetstream.syncing import JetStream, delete_stream, stream_info, sync_stream
+from neurelay.operator.context import (
+    CHANNEL,
+    GATEWAY,
+    Body,
+    Context,
+    EventType,
+    Log,
+    Notify,
+    RetryLater,
+    is_paused,
+    meta,
+    no_events,
+    reconcilable,
+    write_status,
+)
+from neurelay.operator.election import channel_owner
+from neurelay.operator.gateways import reconcile_gateway
+from neurelay.operator.kube import Kube, SecretMissing
+from neurelay.operator.models import ChannelSpec, RealtimeGatewaySpec
+from neurelay.operator.naming import subject_prefix
+from neurelay.operator.outcomes import Recorded, stream_outcome
+from neurelay.operator.statuses import channel_status
+from neurelay.protocol.channels import stream_name
+
+NO_STREAM = {"stream": "", "messages": 0, "bytes": 0}
+
+
+async def reconcile_channel(
+    ctx: Context,
+    namespace: str,
+    name: str,
+    log: Log,
+    notify: Notify | None = None,
+    *,
+    retry: int = 0,
+    sync_gateway: bool,
+) -> None:
+    """Bring the Channel's stream in line with its spec; optionally refresh the gateway config."""
+    gateway_name: str | None = None
+    async with ctx.lock("channel", namespace, name):
+        body = await reconcilable(ctx, CHANNEL, namespace, name, log)
+        if body is None:
+            return
+        gateway_name = (body.get("spec") or {}).get("gateway")
+        try:
+            await _reconcile_channel(ctx, body, log, notify or no_events, retry)
+        finally:
+            if sync_gateway and gateway_name:
+                await _sync_gateway_quietly(ctx, namespace, gateway_name, log)
+
+
+async def _sync_gateway_quietly(ctx: Context, namespace: str, gateway: str, log: Log) -> None:
+    """Refresh the gateway's ConfigMap after a Channel change; its own failures are its own."""
+    try:
+        await reconcile_gateway(ctx, namespace, gateway, log)
+    except NeurelayError as e:
+        log.info("RealtimeGateway %s/%s not refreshed: %s", namespace, gateway, e)
+
+
+async def _reconcile_channel(
+    ctx: Context, body: Body, log: Log, notify: Notify, retry: int
+) -> None:
+    namespace, name, generation = meta(body)
+    status = dict(body.get("status") or {})
+    conditions = list(status.get("conditions") or [])
+
+    async def report(
+        ready: bool,
+        reason: str,
+        message: str,
+        *,
+        event: EventType | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> bool:
+        new = channel_status(conditions, generation, ready, reason, message, **(fields or {}))
+        changed = await write_status(ctx, CHANNEL, body, new)
+        if event is not None and changed:
+            notify(event, reason, message)
+        return changed
+
+    async def retry_later(reason: str, message: str) -> None:
+        await report(False, reason, message, event="Warning")
+        ctx.metrics.reconciliations.labels("Channel", "retry").inc()
+        raise RetryLater(message, ctx.settings.backoff(retry))
+
+    try:
+        spec = ChannelSpec.model_validate(body.get("spec") or {})
+    except pydantic.ValidationError as e:
+        await report(False, "InvalidSpec", f"spec does not validate: {e}", event="Warning")
+        return
+    gateway = await ctx.kube.get(*GATEWAY, namespace, spec.gateway)
+    if gateway is None:
+        await retry_later(
+            "GatewayNotFound", f"RealtimeGateway {spec.gateway!r} does not exist in {namespace}"
+        )
+        return
+    owner = channel_owner(
+        await ctx.kube.list(*CHANNEL, namespace),
+        spec.gateway,
+        spec.namespace,
+        include_deleting=True,
+    )
+    if owner != name:
+        await report(
+            False,
+            "Conflict",
+            f"channel namespace {spec.namespace!r} of gateway {spec.gateway!r} is already "
+            f"governed by the older Channel {owner!r}; this one is ignored",
+            event="Warning",
+            fields=NO_STREAM,
+        )
+        ctx.metrics.reconciliations.labels("Channel", "conflict").inc()
+        return
+    try:
+        gateway_spec = RealtimeGatewaySpec.model_validate(gateway.get("spec") or {})
+        js = await _jetstream(ctx, namespace, gateway_spec)
+        prefix = subject_prefix(namespace, spec.gateway)
+        settings = spec.settings()
+        if not settings.keeps_history:
+            message = await _no_history(ctx, js, prefix, spec)
+            await report(True, "NoHistory", message, fields=NO_STREAM)
+            ctx.metrics.reconciliations.labels("Channel", "ok").inc()
+            return
+        desired = desired_stream(prefix, spec.namespace, settings)
+        sync = await sync_stream(js, desired)
+    except pydantic.ValidationError as e:
+        await retry_later("InvalidGateway", f"RealtimeGateway {spec.gateway!r}: {e}")
+        return
+    except SecretMissing as e:
+        await retry_later("SecretNotFound", str(e))
+        return
+    except BusUnavailable as e:
+        await retry_later("NatsUnavailable", str(e))
+        return
+    except BusError as e:
+        # Retrying the same request would be refused the same way: report, wait for a change.
+        await report(False, "StreamRejected", str(e), event="Warning")
+        ctx.metrics.reconciliations.labels("Channel", "refused").inc()
+        return
+
+    stream = desired.name or ""
+    recorded = Recorded(
+        stream=bool(status.get("stream")),
+        same_spec=status.get("observedGeneration") == generation and bool(status.get("stream")),
+    )
+    outcome = stream_outcome(stream, sync, recorded)
+    if outcome.event is not None and not outcome.event_on_change_only:
+        notify(outcome.event.type, outcome.event.reason, outcome.event.message)
+    if outcome.changed_stream:
+        ctx.metrics.stream_actions.labels(outcome.action).inc()
+        log.info("Channel %s/%s: stream %s %s", namespace, name, stream, outcome.action)
+    fields = {
+        "stream": stream,
+        "messages": int(sync.info.state.messages or 0),
+        "bytes": int(sync.info.state.bytes or 0),
+    }
+    await report(
+        outcome.ready,
+        outcome.reason,
+        outcome.message,
+        event=outcome.event.type if outcome.event and outcome.event_on_change_only else None,
+        fields=fields,
+    )
+    ctx.metrics.reconciliations.labels("Channel", "ok" if outcome.ready else "refused").inc()
+
+
+async def _no_history(ctx: Context, js: JetStream, prefix: str, spec: ChannelSpec) -> str:
+    """Without history there is no stream: delete it (Delete) or say it is retained."""
+    name = stream_name(prefix, spec.namespace)
+    message = "history.messages is 0: channels go over core NATS, without a stream"
+    if spec.deletion_policy == "Delete":
+        if await delete_stream(js, name):
+            ctx.metrics.stream_actions.labels("deleted").inc()
+    elif await stream_info(js, name) is not None:
+        message += f"; stream {name} retained (deletionPolicy Retain)"
+    return message
+
+
+async def release_channel(
+    ctx: Context,
+    body: Body,
+    log: Log,
+    notify: Notify | None = None,
+    *,
+    retry: int = 0,
+) -> None:
+    """On deletion: delete or retain the stream (deletionPolicy), then refresh the gateway."""
+    namespace, name, _ = meta(body)
+    gateway_name = (body.get("spec") or {}).get("gateway")
+    async with ctx.lock("channel", namespace, name):
+        await _release_channel(ctx, body, log, notify or no_events, retry)
+    if gateway_name:
+        await _sync_gateway_quietly(ctx, namespace, gateway_name, log)
+
+
+async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, retry: int) -> None:
+    namespace, name, _ = meta(body)
+    if is_paused(body):
+        log.info("Channel %s/%s is paused: its stream is left as it is", namespace, name)
+        return
+    try:
+        spec = ChannelSpec.model_validate(body.get("spec") or {})
+    except pydantic.ValidationError:
+        return
+    owner = channel_owner(
+        await ctx.kube.list(*CHANNEL, namespace),
+        spec.gateway,
+        spec.namespace,
+        include_deleting=True,
+    )
+    if owner != name:
+        return  # a losing claimant never touched the stream
+    stream = stream_name(subject_prefix(namespace, spec.gateway), spec.namespace)
+    if spec.deletion_policy == "Retain":
+        log.info("Channel %s/%s deleted; stream %s retained", namespace, name, stream)
+        notify("Normal", "StreamRetained", f"stream {stream} retained (deletionPolicy Retain)")
+        return
+    gateway = await ctx.kube.get(*GATEWAY, namespace, spec.gateway)
+    if gateway is None:
+        log.warning(
+            "Channel %s/%s deleted after its gateway: stream %s left in place",
+            namespace,
+            name,
+            stream,
+        )
+        return
+    try:
+        gateway_spec = RealtimeGatewaySpec.model_validate(gateway.get("spec") or {})
+        js = await _jetstream(ctx, namespace, gateway_spec)
+        deleted = await delete_stream(js, stream)
+    except (BusUnavailable, SecretMissing) as e:
+        notify("Warning", "StreamNotDeleted", f"stream {stream} not deleted yet: {e}")
+        raise RetryLater(str(e), ctx.settings.backoff(retry)) from e
+    except BusError as e:
+        notify("Warning", "StreamNotDeleted", str(e))
+        raise RetryLater(str(e), ctx.settings.backoff(retry)) from e
+    if deleted:
+        ctx.metrics.stream_actions.labels("deleted").inc()
+    notify("Normal", "StreamDeleted", f"stream {stream} deleted (deletionPolicy Delete)")
+
+
+async def _jetstream(ctx: Context, namespace: str, spec: RealtimeGatewaySpec) -> JetStream:
+    """JetStream on the gateway's NATS, with the gateway's NATS credentials."""
+    return await ctx.nats.jetstream(
+        spec.nats.url, await _nats_credentials(ctx.kube, namespace, spec)
+    )
+
+
+async def _nats_credentials(kube: Kube, namespace: str, spec: RealtimeGatewaySpec) -> bytes | None:
+    ref = spec.nats.credentials_secret
+    if ref is None:
+        return None
+    return await kube.secret_value(namespace, ref.name, ref.key)

@@ -1,0 +1,114 @@
+"""What a stream sync means for a Channel, and which Channel governs a namespace (no cluster)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from nats.js.api import StreamInfo, StreamState
+
+from neurelay.config import NamespaceSettings
+from neurelay.jetstream.streams import desired_stream, stream_drift
+from neurelay.jetstream.syncing import StreamOutcome
+from neurelay.operator.election import channel_owner, served_channels
+from neurelay.operator.outcomes import Event, Recorded, stream_outcome
+
+DESIRED = desired_stream("p", "agent", NamespaceSettings(history_messages=100))
+INFO = StreamInfo(config=DESIRED, state=StreamState(0, 0, 0, 0, 0, 0))
+FIRST_TIME = Recorded(stream=False, same_spec=False)
+SPEC_CHANGED = Recorded(stream=True, same_spec=False)
+SAME_SPEC = Recorded(stream=True, same_spec=True)
+
+
+def synced(action: Any, **changes: Any) -> StreamOutcome:
+    drift = stream_drift(DESIRED, dataclasses.replace(DESIRED, **changes)) if changes else None
+    return StreamOutcome(action, INFO, drift)
+
+
+def test_a_new_stream_is_created_with_a_normal_event() -> None:
+    outcome = stream_outcome("p_agent", synced("created"), FIRST_TIME)
+    assert (outcome.action, outcome.ready, outcome.reason) == ("created", True, "StreamReady")
+    assert outcome.event == Event("Normal", "StreamCreated", "stream p_agent created")
+
+
+def test_a_stream_missing_under_an_unchanged_spec_was_deleted_behind_our_back() -> None:
+    outcome = stream_outcome("p_agent", synced("created"), SAME_SPEC)
+    assert outcome.action == "recreated"
+    assert outcome.event is not None
+    assert (outcome.event.type, outcome.event.reason) == ("Warning", "StreamRecreated")
+
+
+def test_an_update_under_an_unchanged_spec_corrects_drift_and_says_what() -> None:
+    outcome = stream_outcome("p_agent", synced("updated", max_msgs=7), SAME_SPEC)
+    assert outcome.action == "drift-corrected"
+    assert outcome.event == Event(
+        "Warning", "StreamDriftCorrected", "stream p_agent changed back: max_msgs 7 -> -1"
+    )
+    assert outcome.message == "stream p_agent matches the spec"
+
+
+def test_an_update_after_a_spec_change_is_a_normal_update() -> None:
+    outcome = stream_outcome("p_agent", synced("updated", max_msgs_per_subject=5), SPEC_CHANGED)
+    assert outcome.action == "updated"
+    assert outcome.event is not None
+    assert (outcome.event.type, outcome.event.reason) == ("Normal", "StreamUpdated")
+    assert "max_msgs_per_subject 5 -> 100" in outcome.event.message
+
+
+def test_an_existing_stream_never_recorded_is_adopted() -> None:
+    outcome = stream_outcome("p_agent", synced("unchanged"), FIRST_TIME)
+    assert outcome.action == "adopted"
+    assert outcome.event is not None
+    assert outcome.event.reason == "StreamAdopted"
+    assert outcome.changed_stream
+
+
+def test_an_unchanged_recorded_stream_reports_nothing() -> None:
+    outcome = stream_outcome("p_agent", synced("unchanged"), SAME_SPEC)
+    assert (outcome.action, outcome.event, outcome.changed_stream) == ("unchanged", None, False)
+
+
+def test_an_impossible_change_is_refused_once_per_status_change_not_retried() -> None:
+    outcome = stream_outcome("p_agent", synced("incompatible", storage="memory"), SPEC_CHANGED)
+    assert (outcome.action, outcome.ready, outcome.reason) == (
+        "refused",
+        False,
+        "IncompatibleChange",
+    )
+    assert outcome.event_on_change_only
+    assert not outcome.changed_stream
+    assert "storage 'memory' -> 'file' cannot change in place" in outcome.message
+    assert "delete the stream to have it re-created" in outcome.message
+
+
+def channel(name: str, created: str, namespace: str = "agent", **extra: Any) -> dict[str, Any]:
+    metadata = {"name": name, "creationTimestamp": created, **extra}
+    return {"metadata": metadata, "spec": {"gateway": "edge", "namespace": namespace}}
+
+
+def test_the_oldest_claimant_governs_then_the_name_breaks_ties() -> None:
+    items = [
+        channel("b", "2026-01-01T00:00:02Z"),
+        channel("z", "2026-01-01T00:00:01Z"),
+        channel("a", "2026-01-01T00:00:01Z"),
+    ]
+    assert channel_owner(items, "edge", "agent", include_deleting=False) == "a"
+    assert channel_owner(items, "other", "agent", include_deleting=False) is None
+
+
+def test_a_channel_being_deleted_keeps_governing_until_released() -> None:
+    items = [
+        channel("old", "2026-01-01T00:00:01Z", deletionTimestamp="2026-01-02T00:00:00Z"),
+        channel("young", "2026-01-01T00:00:05Z"),
+    ]
+    assert channel_owner(items, "edge", "agent", include_deleting=True) == "old"
+    assert channel_owner(items, "edge", "agent", include_deleting=False) == "young"
+    assert [s.namespace for s in served_channels(items, "edge")] == ["agent"]
+
+
+def test_served_channels_skip_invalid_specs_and_other_gateways() -> None:
+    invalid = channel("bad", "2026-01-01T00:00:00Z", namespace="Not Valid")
+    other = {**channel("x", "2026-01-01T00:00:00Z", namespace="user")}
+    other["spec"] = {"gateway": "elsewhere", "namespace": "user"}
+    items = [invalid, other, channel("c", "2026-01-01T00:00:03Z", namespace="conversation")]
+    assert [s.namespace for s in served_channels(items, "edge")] == ["conversation"]
