@@ -106,6 +106,7 @@ class LimitsSpec(SpecModel):
     burst: int | None = reuse(LimitSettings, "burst")
     send_queue_frames: int = reuse(LimitSettings, "send_queue_frames")
     send_queue_bytes: int = reuse(LimitSettings, "send_queue_bytes")
+    replay_bytes: int = reuse(LimitSettings, "replay_bytes")
     auth_timeout_seconds: float = reuse(LimitSettings, "auth_timeout_seconds")
     heartbeat_seconds: float = reuse(LimitSettings, "heartbeat_seconds")
     connection_lease_seconds: float = reuse(LimitSettings, "connection_lease_seconds")
