@@ -25,7 +25,7 @@ from bench.driver import Progress, build_loadgen, run_loadgen
 from bench.scenarios import PAYLOAD_BYTES, SCENARIOS, variants
 from bench.systems import NATS_TOKEN, SECRET, make_system
 
-DEFAULT_SYSTEMS = {"fanout": "neurelay,socketio,nats,ceiling"}
+DEFAULT_SYSTEMS = {"fanout": "neurelay,neurelay-batch,socketio,nats,ceiling"}
 
 
 def raise_open_files() -> int:
@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario", choices=[*SCENARIOS, "all", "docs", "ceiling"])
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
     parser.add_argument(
-        "--systems", help="comma-separated: neurelay[@SRC], socketio, nats, ceiling"
+        "--systems",
+        help="comma-separated: neurelay[@SRC], neurelay-batch[@SRC], socketio, nats, ceiling",
     )
     parser.add_argument("--subscribers", help="fan-out: only these subscriber counts (1000,5000)")
     parser.add_argument("--profile", action="store_true", help="py-spy profile of the gateway")

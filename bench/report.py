@@ -17,6 +17,7 @@ DOCS = REPO / "docs" / "performance.md"
 PLOT = REPO / "docs" / "performance-fanout.png"
 MAIN_PROCESS = {
     "neurelay": "gateway",
+    "neurelay-batch": "gateway",
     "socketio": "socketio",
     "nats": "nats",
     "ceiling": "ceiling",

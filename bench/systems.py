@@ -151,9 +151,15 @@ class System:
 class Neurelay(System):
     """Gateway + its NATS with JetStream; `source` is another tree to run the gateway from."""
 
-    def __init__(self, name: str, server_cpus: set[int] | None, source: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        server_cpus: set[int] | None,
+        source: Path | None = None,
+        protocol: str = "neurelay",
+    ) -> None:
         super().__init__(name, server_cpus)
-        self.protocol = "neurelay"
+        self.protocol = protocol  # neurelay-batch: clients speak neurelay.v1.json+batch
         self.source = source
 
     def start(self) -> None:
@@ -277,19 +283,22 @@ def git_tree(rev: str) -> Path:
 
 def make_system(spec: str, server_cpus: set[int] | None, loadgen_binary: Path) -> System:
     """`neurelay`, `neurelay@PATH` (a tree holding a neurelay/ package), `neurelay@git:REV`,
-    `socketio`, `nats` or `ceiling`."""
+    `neurelay-batch[@…]` (the same, clients on neurelay.v1.json+batch), `socketio`, `nats` or
+    `ceiling`."""
     name, _, source = spec.partition("@")
-    if name == "neurelay":
+    if name in ("neurelay", "neurelay-batch"):
         if source.startswith("git:"):
-            return Neurelay(spec, server_cpus, git_tree(source[4:]))
-        return Neurelay(spec, server_cpus, Path(source).resolve() if source else None)
+            return Neurelay(spec, server_cpus, git_tree(source[4:]), name)
+        return Neurelay(spec, server_cpus, Path(source).resolve() if source else None, name)
     if name == "socketio":
         return SocketIO(spec, server_cpus)
     if name == "nats":
         return Nats(spec, server_cpus)
     if name == "ceiling":
         return Ceiling(spec, server_cpus, loadgen_binary)
-    raise ValueError(f"unknown system {spec!r}: neurelay[@PATH], socketio, nats, ceiling")
+    raise ValueError(
+        f"unknown system {spec!r}: neurelay[@PATH], neurelay-batch[@PATH], socketio, nats, ceiling"
+    )
 
 
 def new_secret() -> str:

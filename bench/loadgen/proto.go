@@ -19,8 +19,9 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// The three wire protocols the load generator speaks:
-//   neurelay  the gateway's JSON subprotocol (token at the upgrade)
+// The wire protocols the load generator speaks:
+//   neurelay        the gateway's JSON subprotocol (token at the upgrade)
+//   neurelay-batch  the same in neurelay.v1.json+batch: a frame may hold several, one per line
 //   socketio  Engine.IO 4 / Socket.IO 5 over a WebSocket (no polling)
 //   nats      the NATS text protocol over NATS's WebSocket listener
 
@@ -82,8 +83,9 @@ func newDialer(subprotocols []string) *websocket.Dialer {
 }
 
 var (
-	neurelayDialer = newDialer([]string{"neurelay.v1.json"})
-	plainDialer    = newDialer(nil)
+	neurelayDialer      = newDialer([]string{"neurelay.v1.json"})
+	neurelayBatchDialer = newDialer([]string{"neurelay.v1.json+batch"})
+	plainDialer         = newDialer(nil)
 )
 
 // Dial connects and authenticates; the returned Conn is reading.
@@ -91,11 +93,19 @@ func Dial(cfg *Config, user string, publisher bool, rec *Recorder, ctr *Counters
 	c := &Conn{proto: cfg.Protocol, acks: make(chan error, 64), rec: rec, ctr: ctr}
 	var err error
 	switch cfg.Protocol {
-	case "neurelay":
+	case "neurelay", "neurelay-batch":
 		token := mintToken(cfg.Secret, user, publisher)
-		c.ws, _, err = neurelayDialer.Dial(cfg.URL+"?token="+token, nil)
+		dialer := neurelayDialer
+		if cfg.Protocol == "neurelay-batch" {
+			dialer = neurelayBatchDialer
+		}
+		c.ws, _, err = dialer.Dial(cfg.URL+"?token="+token, nil)
 		if err != nil {
 			return nil, err
+		}
+		if got := c.ws.Subprotocol(); got != dialer.Subprotocols[0] {
+			c.ws.Close()
+			return nil, fmt.Errorf("the server chose subprotocol %q, not %q", got, dialer.Subprotocols[0])
 		}
 		err = c.expect(func(b []byte) (bool, error) {
 			if bytes.Contains(b, []byte(`"type":"authenticated"`)) {
@@ -224,7 +234,7 @@ func (c *Conn) Subscribe(channels []string, timeout time.Duration) error {
 	var out bytes.Buffer
 	for i, ch := range channels {
 		switch c.proto {
-		case "neurelay":
+		case "neurelay", "neurelay-batch":
 			out.Reset()
 			fmt.Fprintf(&out, `{"type":"subscribe","channel":%q,"id":%d}`, ch, i+1)
 			if err := c.write(out.Bytes()); err != nil {
@@ -265,7 +275,7 @@ func (c *Conn) Subscribe(channels []string, timeout time.Duration) error {
 func (c *Conn) Publish(scratch *bytes.Buffer, channel string, payload []byte) error {
 	scratch.Reset()
 	switch c.proto {
-	case "neurelay":
+	case "neurelay", "neurelay-batch":
 		scratch.WriteString(`{"type":"publish","channel":"`)
 		scratch.WriteString(channel)
 		scratch.WriteString(`","payload":`)
@@ -325,6 +335,16 @@ func (c *Conn) readLoop() {
 		switch c.proto {
 		case "neurelay":
 			c.onNeurelay(buf)
+		case "neurelay-batch":
+			for rest := buf; len(rest) > 0; {
+				line := rest
+				if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+					line, rest = rest[:i], rest[i+1:]
+				} else {
+					rest = nil
+				}
+				c.onNeurelay(line)
+			}
 		case "socketio":
 			c.onSocketIO(buf)
 		case "nats":

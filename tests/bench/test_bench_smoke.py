@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = ("fanout", "channels", "streaming", "storm", "idle")
-SYSTEMS = ("neurelay", "socketio", "nats")
+SYSTEMS = ("neurelay", "neurelay-batch", "socketio", "nats")
 
 
 def _go() -> str | None:
@@ -30,7 +30,7 @@ def _go() -> str | None:
     )
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_every_scenario_runs_at_the_tiny_size(tmp_path: Path) -> None:
     # The bench extra and Go are part of the test set-up (scripts/test): missing is a failure.
     assert importlib.util.find_spec("socketio") is not None, "pip install -e '.[bench]'"
@@ -52,7 +52,7 @@ def test_every_scenario_runs_at_the_tiny_size(tmp_path: Path) -> None:
         env={**os.environ, "GO": _go() or ""},
         capture_output=True,
         text=True,
-        timeout=230,
+        timeout=290,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
