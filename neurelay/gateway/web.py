@@ -10,12 +10,12 @@ here knows about NATS: handlers call the `Gateway`, which raises only
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from neurelay.errors import ProtocolError
+from neurelay.gateway import origins
 from neurelay.gateway.runtime import Gateway
 from neurelay.protocol.codes import ErrorCode
 
@@ -63,10 +63,8 @@ def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    try:
-        authority = urlsplit(origin).netloc.lower()
-    except ValueError:
-        return False
-    if authority and authority == request.host.lower():
+    if origins.parse_origin(origin) is not None and urlsplit(origin).netloc.lower() == (
+        request.host.lower()
+    ):
         return True
-    return any(fnmatchcase(origin, pattern) for pattern in allowed)
+    return origins.allowed(origin, allowed)
