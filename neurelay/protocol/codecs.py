@@ -5,15 +5,21 @@ frames; both carry the same objects. Their `+batch` variants
 (`neurelay.v1.json+batch`, `neurelay.v1.msgpack+batch`) let one server frame
 carry several messages: JSON texts separated by newlines (an encoded JSON
 text never holds a raw newline), or MessagePack objects back to back (each is
-self-delimiting); clients still send one frame per message. Decoding maps every malformed input to
-`ProtocolError(bad_request)`; payloads are held to JSON values (no binary or
-extension types, no non-finite floats, string keys, bounded nesting) so a
-message published in one format can be delivered in the other.
+self-delimiting); clients still send one frame per message. Decoding maps
+every malformed input to `ProtocolError(bad_request)`; payloads are held to
+JSON values (no binary or extension types, no non-finite floats, string
+keys, bounded nesting) so a message published in one format can be
+delivered in the other. Integers must fit in 64 bits (from -2^63 to 2^64-1,
+what both formats carry exactly): a longer integer in JSON is refused rather
+than silently read as a float, and
+MessagePack has no longer integers at all.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -31,6 +37,13 @@ MAX_NESTING: Final = 32
 # A server frame of a `+batch` subprotocol holds several messages only up to this many bytes
 # in all (a larger message travels alone): clients read a frame whole before handling it.
 BATCH_FRAME_BYTES: Final = 64 * 1024
+MIN_INTEGER: Final = -(2**63)
+MAX_INTEGER: Final = 2**64 - 1
+# orjson reads an integer literal beyond 64 bits as a float. Only a text holding 20 digits
+# in a row (2^64 has 20), or a minus and 19 (2^63 has 19), can hold one, so only such texts
+# take the exact, slower look.
+_LONG_DIGITS = re.compile(r"-[0-9]{19}|[0-9]{20}")
+_LONG_DIGITS_BYTES = re.compile(rb"-[0-9]{19}|[0-9]{20}")
 
 
 class Codec:
@@ -66,9 +79,16 @@ class JsonCodec(Codec):
 
     def decode(self, data: bytes | str) -> Any:
         try:
-            return orjson.loads(data)
+            value = orjson.loads(data)
         except orjson.JSONDecodeError as e:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid JSON: {e}") from e
+        if isinstance(data, str):
+            suspect = _LONG_DIGITS.search(data) is not None
+        else:
+            suspect = _LONG_DIGITS_BYTES.search(data) is not None
+        if suspect:
+            _check_integer_literals(data)
+        return value
 
     def decode_batch(self, data: bytes | str) -> list[Any]:
         if not self.batched:
@@ -122,16 +142,37 @@ CODECS: Final[Mapping[str, Codec]] = {
 }
 
 
+def _bounded_integer(literal: str) -> int:
+    number = int(literal)
+    if not MIN_INTEGER <= number <= MAX_INTEGER:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "an integer does not fit in 64 bits (-2^63 to 2^64-1)"
+        )
+    return number
+
+
+def _check_integer_literals(data: bytes | str) -> None:
+    """Refuse JSON (already known to be valid) holding an integer literal beyond 64 bits."""
+    try:
+        json.loads(data, parse_int=_bounded_integer)
+    except RecursionError as e:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "JSON nested too deep") from e
+
+
 def check_json_value(value: object, depth: int = 0) -> None:
-    """Raise `ProtocolError(bad_request)` unless `value` is a JSON value nested at most 32 deep."""
-    if depth > MAX_NESTING:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"payload is nested deeper than {MAX_NESTING}")
+    """Raise `ProtocolError(bad_request)` unless `value` is a JSON value nested at most 32 deep.
+
+    `depth` is the number of arrays and objects around `value`; an array or object, empty
+    or not, is one more level, so 33 nested empty arrays are as deep as 33 holding a number.
+    """
     if value is None or isinstance(value, (str, bool, int)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ProtocolError(ErrorCode.BAD_REQUEST, "payload numbers must be finite")
         return
+    if isinstance(value, (list, dict)) and depth >= MAX_NESTING:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"payload is nested deeper than {MAX_NESTING}")
     if isinstance(value, list):
         for item in value:
             check_json_value(item, depth + 1)

@@ -322,3 +322,60 @@ def test_truncated_msgpack_is_a_bad_request(value: Any, cut: int) -> None:
     with pytest.raises(ProtocolError) as info:
         MSGPACK.decode(encoded[: min(cut, len(encoded) - 1)])
     assert info.value.code is ErrorCode.BAD_REQUEST
+
+
+# -- integers beyond 64 bits ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["18446744073709551616", "-9223372036854775809", "1" + "0" * 40, "-" + "9" * 30],
+)
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["text", "bytes"])
+def test_a_json_integer_beyond_64_bits_is_a_bad_request_not_a_float(
+    literal: str, as_bytes: bool
+) -> None:
+    data = f'{{"type": "publish", "channel": "agent:1", "payload": {{"n": [{literal}]}}}}'
+    error = _bad_request(JSON.decode, data.encode() if as_bytes else data)
+
+    assert "64 bits" in error.message
+
+
+@pytest.mark.parametrize("number", [2**64 - 1, -(2**63), 1_700_000_000_000_000_000, 0])
+def test_json_integers_within_64_bits_stay_exact_integers(number: int) -> None:
+    assert JSON.decode(f'{{"n": {number}}}') == {"n": number}
+
+
+def test_long_digit_runs_in_strings_and_fractions_are_not_integers() -> None:
+    data = '{"s": "123456789012345678901234567890", "f": 0.12345678901234567890123}'
+    assert JSON.decode(data)["s"] == "123456789012345678901234567890"
+
+
+def test_the_64_bit_extremes_arrive_exact_whichever_format_carries_them() -> None:
+    # MessagePack has no integer beyond 64 bits; the extremes it does carry cross to JSON whole.
+    frame = {"payload": [2**64 - 1, -(2**63)]}
+    assert JSON.decode(JSON.encode(MSGPACK.decode(MSGPACK.encode(frame)))) == frame
+    with pytest.raises(OverflowError):
+        msgpack.packb(2**64)
+
+
+# -- nesting counts containers, empty or not --------------------------------------------------
+
+
+@pytest.mark.parametrize("empty", [[], {}], ids=["array", "object"])
+def test_33_levels_ending_in_an_empty_container_are_a_bad_request(empty: Any) -> None:
+    value: Any = empty
+    for _ in range(32):
+        value = [value]
+    with pytest.raises(ProtocolError) as info:
+        check_json_value(value)
+
+    assert info.value.code is ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize("empty", [[], {}], ids=["array", "object"])
+def test_32_levels_ending_in_an_empty_container_are_accepted(empty: Any) -> None:
+    value: Any = empty
+    for _ in range(31):
+        value = [value]
+    check_json_value(value)
