@@ -110,8 +110,11 @@ class Hub:
                 outbox.send(frame)
             follower.last_seq = stored.seq
         # Whatever the client already has (`since`) or did not ask for (before a plain
-        # subscription) must not come again from the live backlog.
-        follower.last_seq = max(follower.last_seq, since or 0)
+        # subscription) must not come again from the live backlog. A `since` beyond the
+        # channel's newest message (the stream was re-created and counts again from 1) is
+        # no floor: every later message is new to the client.
+        if since is not None and since <= history.last_seq:
+            follower.last_seq = max(follower.last_seq, since)
         if since is None and last is None:
             follower.last_seq = max(follower.last_seq, history.last_seq)
         backlog, follower.backlog = follower.backlog or [], None

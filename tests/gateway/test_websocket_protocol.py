@@ -593,6 +593,11 @@ async def test_resume_after_the_stream_was_recreated_reports_not_recovered(gatew
     reply = await client.request({"type": "subscribe", "channel": "agent:re", "since": seqs[-1]})
     assert reply["recovered"] is False
     assert (await client.recv())["payload"] == "new"
+    # `since` lay beyond the new stream's head: later messages, numbered below it, still come.
+    later = await client.request({"type": "publish", "channel": "agent:re", "payload": "later"})
+    assert later["seq"] < seqs[-1]
+    message = await client.recv()
+    assert (message["payload"], message["seq"]) == ("later", later["seq"])
 
 
 async def test_gateway_started_before_nats_becomes_ready_when_nats_arrives(own_nats, make_config):
