@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from neurelay.errors import ProtocolError
+from neurelay.gateway.masking import WebSocketResponse
 from neurelay.gateway.outbox import Outbox
 from neurelay.gateway.runtime import Gateway
 from neurelay.gateway.session import (
@@ -51,7 +52,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error_response(ErrorCode.FORBIDDEN, "origin not allowed")
     if gateway.draining:
         return error_response(ErrorCode.UNAVAILABLE, "gateway is draining")
-    ws = web.WebSocketResponse(
+    ws = WebSocketResponse(
         protocols=tuple(CODECS),
         heartbeat=config.limits.heartbeat_seconds,
         max_msg_size=config.limits.max_message_bytes * 2 + _TRANSPORT_SLACK,
