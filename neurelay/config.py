@@ -155,6 +155,18 @@ class LimitSettings(_Section):
         "are delivered with `recovered: false`; a single message is always delivered. Capped at "
         "`send_queue_bytes`, so a replay never cuts its own client off as a slow consumer.",
     )
+    http_requests_per_second: float = Field(
+        100.0,
+        gt=0,
+        le=1_000_000,
+        description="Sustained HTTP API requests per second per user (token subject), per "
+        "replica; more are answered 429 `rate_limited`.",
+    )
+    http_burst: int | None = Field(
+        None,
+        ge=1,
+        description="HTTP API requests one user may make at once; default one second's worth.",
+    )
     auth_timeout_seconds: float = Field(
         10.0,
         gt=0,
@@ -251,8 +263,9 @@ class GatewayConfig(_Section):
     )
     allowed_origins: list[str] = Field(
         default_factory=list,
-        description="Browser origins allowed to connect (glob patterns, '*' for any). Requests "
-        "without Origin and same-origin requests are always allowed.",
+        description="Browser origins allowed to connect, as `scheme://host[:port]`: the host may "
+        "be `*` or start with `*.` (any subdomain), the port may be `*`; '*' alone allows any "
+        "origin. Requests without Origin and same-origin requests are always allowed.",
     )
     console: bool = Field(
         False,

@@ -1,9 +1,10 @@
 """HTTP API for backend services: publish with an acknowledged sequence, and read history.
 
-Both endpoints take a bearer JWT and apply the same validation and
-authorization as WebSocket frames (a publish body is checked as a `publish`
-frame; a JSON array of them is a batch), answering errors as `{"code", "message"}` with
-a fitting status.
+Both endpoints take a bearer JWT in the `Authorization` header (never in the
+URL, where proxies and access logs keep it), count against the user's
+request rate, and apply the same validation and authorization as WebSocket
+frames (a publish body is checked as a `publish` frame; a JSON array of them
+is a batch), answering errors as `{"code", "message"}` with a fitting status.
 Handlers parse the request and call the `Gateway`; it raises only
 `ProtocolError`, answered through `web.refusal`.
 """
@@ -20,6 +21,7 @@ from neurelay.errors import ProtocolError
 from neurelay.gateway.web import GATEWAY_KEY, bearer_token, refusal
 from neurelay.protocol import frames
 from neurelay.protocol.channels import parse_channel
+from neurelay.protocol.codecs import JSON
 from neurelay.protocol.codes import ErrorCode
 
 # Messages one `POST /api/v1/publish` batch may hold: a bound on the work of one request.
@@ -27,12 +29,18 @@ MAX_BATCH = 1000
 
 
 def _principal(request: web.Request) -> Principal:
+    if "token" in request.query:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            "the HTTP API takes no token in the URL (it would be logged): "
+            "send 'Authorization: Bearer <jwt>'",
+        )
     token = bearer_token(request)
     if token is None:
         raise ProtocolError(
             ErrorCode.UNAUTHENTICATED, "an 'Authorization: Bearer' token is required"
         )
-    return request.app[GATEWAY_KEY].verify(token)
+    return request.app[GATEWAY_KEY].verify_request(token)
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -45,10 +53,7 @@ async def publish(request: web.Request) -> web.Response:
         body = await request.read()
         if len(body) > limit:
             raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"body exceeds {limit} bytes")
-        try:
-            decoded = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid JSON: {e}") from e
+        decoded = JSON.decode(body)
         if isinstance(decoded, list):
             return await _publish_batch(request, principal, decoded)
         if not isinstance(decoded, dict) or "type" in decoded:

@@ -30,6 +30,7 @@ from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox
 from neurelay.gateway.session import authorize_publish, authorize_subscribe
 from neurelay.gateway.settings import LiveSettings
+from neurelay.gateway.throttling import RequestThrottle
 from neurelay.protocol import frames
 from neurelay.protocol.channels import Channel
 from neurelay.protocol.codes import CloseCode, ErrorCode
@@ -64,6 +65,7 @@ class Gateway:
         self.hub = Hub(self.bus, self.live, self.metrics, self.log.getChild("hub"))
         self.registry = ConnectionRegistry(self.bus, self.live, self.log.getChild("admission"))
         self.connections: set[Client] = set()
+        self._requests = RequestThrottle()
         self.draining = False
         self.bus.on_reconnected = self._on_reconnected
         self.metrics.streams_refused.set_function(lambda: len(self.bus.stream_problems))
@@ -147,6 +149,18 @@ class Gateway:
     def verify(self, token: str) -> auth.Principal:
         """The principal a token stands for; raises ProtocolError when it does not verify."""
         return self.live.verifier.verify(token)
+
+    def verify_request(self, token: str) -> auth.Principal:
+        """The principal of an HTTP API request's token, within its user's request rate."""
+        principal = self.verify(token)
+        limits = self.live.config.limits
+        rate = limits.http_requests_per_second
+        burst = limits.http_burst or max(1.0, rate)
+        if not self._requests.allow(principal.user, time.monotonic(), rate, burst):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, f"more than {rate:g} HTTP API requests per second"
+            )
+        return principal
 
     async def admit(self, user: str, connection_id: str) -> bool:
         """Count a connection against `user`'s limit; False when the user is at the limit."""

@@ -134,3 +134,51 @@ async def test_plain_http_get_on_the_websocket_endpoint_is_bad_request(gateway, 
     async with http.get(gateway.http_url + "/ws") as response:
         assert response.status == 400
         assert (await response.json())["code"] == "bad_request"
+
+
+async def test_a_token_in_the_url_is_refused_by_the_http_api(gateway, http, token):
+    async with http.post(
+        gateway.http_url + "/api/v1/publish",
+        params={"token": token()},
+        json={"channel": "agent:url", "payload": 1},
+    ) as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["code"] == "bad_request"
+    assert "Authorization" in body["message"]
+    async with http.get(
+        gateway.http_url + "/api/v1/channels/agent:url/history",
+        params={"token": token()},
+        headers=_auth(token()),
+    ) as response:
+        assert response.status == 400
+
+
+async def test_a_user_over_the_http_request_rate_gets_429_and_nothing_is_published(
+    gateway_factory, make_config, http, token
+):
+    running = await gateway_factory(
+        make_config(limits={"http_requests_per_second": 0.001, "http_burst": 3})
+    )
+    statuses = []
+    for n in range(5):
+        async with http.post(
+            running.http_url + "/api/v1/publish",
+            json={"channel": "agent:rate", "payload": n},
+            headers=_auth(token()),
+        ) as response:
+            statuses.append(response.status)
+            body = await response.json()
+    assert statuses == [200, 200, 200, 429, 429]
+    assert body["code"] == "rate_limited"
+    async with http.get(
+        running.http_url + "/api/v1/channels/agent:rate/history", headers=_auth(token())
+    ) as response:
+        assert response.status == 429  # history counts against the same rate
+    async with http.get(
+        running.http_url + "/api/v1/channels/agent:rate/history",
+        headers=_auth(token(user="bob")),
+    ) as response:
+        assert response.status == 200
+        history = await response.json()
+    assert [m["payload"] for m in history["messages"]] == [0, 1, 2]

@@ -104,6 +104,8 @@ class LimitsSpec(SpecModel):
     max_message_bytes: int = reuse(LimitSettings, "max_message_bytes")
     messages_per_second: float = reuse(LimitSettings, "messages_per_second")
     burst: int | None = reuse(LimitSettings, "burst")
+    http_requests_per_second: float = reuse(LimitSettings, "http_requests_per_second")
+    http_burst: int | None = reuse(LimitSettings, "http_burst")
     send_queue_frames: int = reuse(LimitSettings, "send_queue_frames")
     send_queue_bytes: int = reuse(LimitSettings, "send_queue_bytes")
     replay_bytes: int = reuse(LimitSettings, "replay_bytes")
