@@ -11,8 +11,7 @@ JSON values (no binary or extension types, no non-finite floats, string
 keys, bounded nesting) so a message published in one format can be
 delivered in the other. Integers must fit in 64 bits (from -2^63 to 2^64-1,
 what both formats carry exactly): a longer integer in JSON is refused rather
-than silently read as a float, and
-MessagePack has no longer integers at all.
+than silently read as a float, and MessagePack has no longer integers at all.
 """
 
 from __future__ import annotations
