@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -346,9 +347,22 @@ def test_json_integers_within_64_bits_stay_exact_integers(number: int) -> None:
     assert JSON.decode(f'{{"n": {number}}}') == {"n": number}
 
 
-def test_long_digit_runs_in_strings_and_fractions_are_not_integers() -> None:
-    data = '{"s": "123456789012345678901234567890", "f": 0.12345678901234567890123}'
-    assert JSON.decode(data)["s"] == "123456789012345678901234567890"
+@pytest.mark.parametrize(
+    "value",
+    [
+        '"123456789012345678901234567890"',
+        '"\\\\\\"123456789012345678901234567890"',
+        '"-99999999999999999999 \\u0022 99999999999999999999"',
+        "0.12345678901234567890123",
+        "123456789012345678901234.5",
+        "1e-0000000000000000000001",
+        "1E+0000000000000000000001",
+        "-123456789012345678901234e-3",
+    ],
+)
+def test_long_digit_runs_in_strings_fractions_and_exponents_are_not_integers(value: str) -> None:
+    data = '{"v": ' + value + "}"
+    assert JSON.decode(data) == {"v": orjson.loads(value)}
 
 
 def test_the_64_bit_extremes_arrive_exact_whichever_format_carries_them() -> None:
