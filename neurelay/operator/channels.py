@@ -38,9 +38,10 @@ from neurelay.operator.context import (
 from neurelay.operator.election import channel_owner
 from neurelay.operator.gateways import reconcile_gateway
 from neurelay.operator.kube import Kube, SecretMissing
-from neurelay.operator.models import ChannelSpec, RealtimeGatewaySpec
+from neurelay.operator.models import ChannelSpec, NatsConnection, RealtimeGatewaySpec
 from neurelay.operator.naming import subject_prefix
-from neurelay.operator.outcomes import Recorded, stream_outcome
+from neurelay.operator.outcomes import recorded, stream_outcome
+from neurelay.operator.settings import ABANDON_STREAM_ANNOTATION
 from neurelay.operator.statuses import channel_status
 from neurelay.protocol.channels import stream_name
 
@@ -161,11 +162,7 @@ async def _reconcile_channel(
         return
 
     stream = desired.name or ""
-    recorded = Recorded(
-        stream=bool(status.get("stream")),
-        same_spec=status.get("observedGeneration") == generation and bool(status.get("stream")),
-    )
-    outcome = stream_outcome(stream, sync, recorded)
+    outcome = stream_outcome(stream, sync, recorded(status, generation))
     if outcome.event is not None and not outcome.event_on_change_only:
         notify(outcome.event.type, outcome.event.reason, outcome.event.message)
     if outcome.changed_stream:
@@ -175,6 +172,7 @@ async def _reconcile_channel(
         "stream": stream,
         "messages": int(sync.info.state.messages or 0),
         "bytes": int(sync.info.state.bytes or 0),
+        "nats": _connection(gateway_spec),
     }
     await report(
         outcome.ready,
@@ -216,7 +214,7 @@ async def release_channel(
 
 
 async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, retry: int) -> None:
-    namespace, name, _ = meta(body)
+    namespace, name, generation = meta(body)
     if is_paused(body):
         log.info("Channel %s/%s is paused: its stream is left as it is", namespace, name)
         return
@@ -237,39 +235,75 @@ async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, r
         log.info("Channel %s/%s deleted; stream %s retained", namespace, name, stream)
         notify("Normal", "StreamRetained", f"stream {stream} retained (deletionPolicy Retain)")
         return
-    gateway = await ctx.kube.get(*GATEWAY, namespace, spec.gateway)
-    if gateway is None:
-        log.warning(
-            "Channel %s/%s deleted after its gateway: stream %s left in place",
-            namespace,
-            name,
-            stream,
-        )
+    if _abandoned(body):
+        message = f"stream {stream} left in place: annotated {ABANDON_STREAM_ANNOTATION}=true"
+        log.warning("Channel %s/%s: %s", namespace, name, message)
+        notify("Warning", "StreamAbandoned", message)
+        ctx.metrics.stream_actions.labels("abandoned").inc()
+        return
+    status = body.get("status") or {}
+    connection = await _release_connection(ctx, namespace, spec, status)
+    if connection is None:
+        log.info("Channel %s/%s never reached NATS: no stream to delete", namespace, name)
         return
     try:
-        gateway_spec = RealtimeGatewaySpec.model_validate(gateway.get("spec") or {})
-        js = await _jetstream(ctx, namespace, gateway_spec)
+        js = await ctx.nats.jetstream(
+            connection.url, await _credentials(ctx.kube, namespace, connection)
+        )
         deleted = await delete_stream(js, stream)
-    except (BusUnavailable, SecretMissing) as e:
-        notify("Warning", "StreamNotDeleted", f"stream {stream} not deleted yet: {e}")
-        raise RetryLater(str(e), ctx.settings.backoff(retry)) from e
-    except BusError as e:
-        notify("Warning", "StreamNotDeleted", str(e))
-        raise RetryLater(str(e), ctx.settings.backoff(retry)) from e
+    except (BusError, SecretMissing) as e:
+        # Held by the finalizer until the stream goes or someone lets it go, never silently.
+        message = (
+            f"stream {stream} not deleted: {e}; the Channel stays until it is, or until "
+            f"annotated {ABANDON_STREAM_ANNOTATION}=true to leave the stream in place"
+        )
+        conditions = list(status.get("conditions") or [])
+        held = channel_status(conditions, generation, False, "StreamNotDeleted", message)
+        if await write_status(ctx, CHANNEL, body, held):
+            notify("Warning", "StreamNotDeleted", message)
+        raise RetryLater(message, ctx.settings.backoff(retry)) from e
     if deleted:
         ctx.metrics.stream_actions.labels("deleted").inc()
     notify("Normal", "StreamDeleted", f"stream {stream} deleted (deletionPolicy Delete)")
 
 
+def _abandoned(body: Body) -> bool:
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    return str(annotations.get(ABANDON_STREAM_ANNOTATION, "")).lower() == "true"
+
+
+def _connection(spec: RealtimeGatewaySpec) -> NatsConnection:
+    """What the status records of the gateway's NATS (unset fields stay out of the patch)."""
+    if spec.nats.credentials_secret is None:
+        return NatsConnection(url=spec.nats.url)
+    return NatsConnection(url=spec.nats.url, credentials_secret=spec.nats.credentials_secret)
+
+
+async def _release_connection(
+    ctx: Context, namespace: str, spec: ChannelSpec, status: Mapping[str, Any]
+) -> NatsConnection | None:
+    """The gateway's NATS while the gateway exists, else the one the Channel recorded."""
+    gateway = await ctx.kube.get(*GATEWAY, namespace, spec.gateway)
+    if gateway is not None:
+        try:
+            return _connection(RealtimeGatewaySpec.model_validate(gateway.get("spec") or {}))
+        except pydantic.ValidationError:
+            pass
+    if not status.get("nats"):
+        return None
+    return NatsConnection.model_validate(status["nats"])
+
+
 async def _jetstream(ctx: Context, namespace: str, spec: RealtimeGatewaySpec) -> JetStream:
     """JetStream on the gateway's NATS, with the gateway's NATS credentials."""
+    connection = _connection(spec)
     return await ctx.nats.jetstream(
-        spec.nats.url, await _nats_credentials(ctx.kube, namespace, spec)
+        connection.url, await _credentials(ctx.kube, namespace, connection)
     )
 
 
-async def _nats_credentials(kube: Kube, namespace: str, spec: RealtimeGatewaySpec) -> bytes | None:
-    ref = spec.nats.credentials_secret
+async def _credentials(kube: Kube, namespace: str, connection: NatsConnection) -> bytes | None:
+    ref = connection.credentials_secret
     if ref is None:
         return None
     return await kube.secret_value(namespace, ref.name, ref.key)

@@ -13,6 +13,8 @@ from neurelay.operator import GROUP
 
 PAUSED_ANNOTATION = f"{GROUP}/paused"
 FINALIZER = f"{GROUP}/stream"
+# "true" on a Channel whose stream cannot be deleted lets the Channel go, the stream left in place.
+ABANDON_STREAM_ANNOTATION = f"{GROUP}/abandon-stream"
 DEFAULT_PEERING = "neurelay-operator"
 
 

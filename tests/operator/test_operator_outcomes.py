@@ -11,13 +11,13 @@ from neurelay.config import NamespaceSettings
 from neurelay.jetstream.streams import desired_stream, stream_drift
 from neurelay.jetstream.syncing import StreamOutcome
 from neurelay.operator.election import channel_owner, served_channels
-from neurelay.operator.outcomes import Event, Recorded, stream_outcome
+from neurelay.operator.outcomes import Event, Recorded, recorded, stream_outcome
 
 DESIRED = desired_stream("p", "agent", NamespaceSettings(history_messages=100))
 INFO = StreamInfo(config=DESIRED, state=StreamState(0, 0, 0, 0, 0, 0))
-FIRST_TIME = Recorded(stream=False, same_spec=False)
-SPEC_CHANGED = Recorded(stream=True, same_spec=False)
-SAME_SPEC = Recorded(stream=True, same_spec=True)
+FIRST_TIME = Recorded(stream=False, in_sync=False)
+SPEC_CHANGED = Recorded(stream=True, in_sync=False)
+SAME_SPEC = Recorded(stream=True, in_sync=True)
 
 
 def synced(action: Any, **changes: Any) -> StreamOutcome:
@@ -42,7 +42,9 @@ def test_an_update_under_an_unchanged_spec_corrects_drift_and_says_what() -> Non
     outcome = stream_outcome("p_agent", synced("updated", max_msgs=7), SAME_SPEC)
     assert outcome.action == "drift-corrected"
     assert outcome.event == Event(
-        "Warning", "StreamDriftCorrected", "stream p_agent changed back: max_msgs 7 -> -1"
+        "Warning",
+        "StreamDriftCorrected",
+        "stream p_agent was changed on the server; changed back: max_msgs 7 -> -1",
     )
     assert outcome.message == "stream p_agent matches the spec"
 
@@ -79,6 +81,39 @@ def test_an_impossible_change_is_refused_once_per_status_change_not_retried() ->
     assert not outcome.changed_stream
     assert "storage 'memory' -> 'file' cannot change in place" in outcome.message
     assert "delete the stream to have it re-created" in outcome.message
+
+
+def test_an_impossible_change_made_on_the_server_says_so_not_revert_the_spec() -> None:
+    outcome = stream_outcome("p_agent", synced("incompatible", deny_delete=True), SAME_SPEC)
+    assert outcome.reason == "IncompatibleChange"
+    assert "deny_delete True -> False cannot change in place" in outcome.message
+    assert "changed on the server, not in the spec" in outcome.message
+    assert "revert the spec" not in outcome.message
+
+
+def ready(status: str, reason: str, generation: int = 3) -> dict[str, Any]:
+    return {"type": "Ready", "status": status, "reason": reason, "observedGeneration": generation}
+
+
+def test_in_sync_means_ready_for_the_current_generation_with_a_stream() -> None:
+    status = {"stream": "s", "observedGeneration": 3, "conditions": [ready("True", "StreamReady")]}
+    assert recorded(status, 3) == Recorded(stream=True, in_sync=True)
+    assert recorded(status, 4) == Recorded(stream=True, in_sync=False)
+    assert recorded({}, 1) == Recorded(stream=False, in_sync=False)
+
+
+def test_a_refused_channel_is_not_in_sync_so_its_refusal_keeps_its_message() -> None:
+    status = {
+        "stream": "s",
+        "observedGeneration": 3,
+        "conditions": [ready("False", "IncompatibleChange")],
+    }
+    before = recorded(status, 3)
+    assert not before.in_sync
+    outcome = stream_outcome("p_agent", synced("incompatible", storage="memory"), before)
+    assert "revert the spec" in outcome.message
+    # Deleting the refused stream, as the message says, creates it anew: no alarm.
+    assert stream_outcome("p_agent", synced("created"), before).action == "created"
 
 
 def channel(name: str, created: str, namespace: str = "agent", **extra: Any) -> dict[str, Any]:

@@ -119,3 +119,10 @@ def test_recomputing_the_same_channel_status_changes_nothing() -> None:
 def test_a_status_outside_the_crd_schema_is_refused_before_it_is_written() -> None:
     with pytest.raises(ValidationError):
         channel_status([], 1, False, "R" * 65, "reason longer than the CRD allows")
+
+
+def test_the_recorded_nats_leaves_unset_credentials_out_of_the_patch() -> None:
+    from neurelay.operator.models import NatsConnection
+
+    status = channel_status([], 1, True, "StreamReady", "ok", nats=NatsConnection(url="nats://n"))
+    assert status_patch(status)["nats"] == {"url": "nats://n"}  # no null that would churn

@@ -32,7 +32,12 @@ from neurelay.operator.models.gateway import (
     RealtimeGatewaySpec,
     ResourcesSpec,
 )
-from neurelay.operator.models.status import ChannelStatus, Condition, RealtimeGatewayStatus
+from neurelay.operator.models.status import (
+    ChannelStatus,
+    Condition,
+    NatsConnection,
+    RealtimeGatewayStatus,
+)
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -46,6 +51,7 @@ __all__ = [
     "HistorySpec",
     "IngressSpec",
     "LimitsSpec",
+    "NatsConnection",
     "NatsSpec",
     "PermissionsSpec",
     "PodSecuritySpec",

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from neurelay.operator.models.base import SpecModel
+from neurelay.operator.models.base import SecretKeyRef, SpecModel
 
 
 class Condition(SpecModel):
@@ -54,6 +54,15 @@ class RealtimeGatewayStatus(SpecModel):
     conditions: list[Condition] = _conditions_field()
 
 
+class NatsConnection(SpecModel):
+    """The NATS a Channel's stream lives on, as its gateway's spec.nats said when reconciled."""
+
+    url: str = Field(max_length=1024, description="NATS server URL.")
+    credentials_secret: SecretKeyRef | None = Field(
+        None, description="Secret key holding the NATS .creds file, if NATS requires one."
+    )
+
+
 class ChannelStatus(SpecModel):
     """Observed state of a Channel, written by the operator."""
 
@@ -65,4 +74,9 @@ class ChannelStatus(SpecModel):
     )
     messages: int | None = Field(None, ge=0, description="Messages in the stream.")
     bytes: int | None = Field(None, ge=0, description="Bytes in the stream.")
+    nats: NatsConnection | None = Field(
+        None,
+        description="Where the stream was last reconciled: lets the operator delete it "
+        "(deletionPolicy Delete) even after the gateway is gone.",
+    )
     conditions: list[Condition] = _conditions_field()
