@@ -33,6 +33,21 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = Field("0.0.0.0", description="Address the HTTP and WebSocket listener binds to.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the listener (0 = any free).")
+    handshake_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Time a new connection has to send a complete request (the WebSocket "
+        "upgrade included) and a kept-alive one its next request; then it is closed, so raw "
+        "sockets that never send a byte and half-sent requests cannot hold file descriptors.",
+    )
+    max_pending_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Connections per process that have not sent a complete request; a new one "
+        "beyond this closes the longest pending one.",
+    )
 
 
 class NatsSettings(_Section):

@@ -25,6 +25,7 @@ from neurelay.auth import mint_token
 from neurelay.config import GatewayConfig
 from neurelay.embedded import EmbeddedNats
 from neurelay.gateway.app import create_app
+from neurelay.gateway.listening import GuardedSite
 from neurelay.gateway.runtime import Gateway
 from neurelay.protocol.codecs import CODECS, JSON_SUBPROTOCOL
 from tests.support.processes import GatewayProcess
@@ -121,7 +122,7 @@ async def start_gateway(config: GatewayConfig, dev_token: str | None = None) -> 
         create_app(gateway, dev_token=dev_token), handle_signals=False, shutdown_timeout=2.0
     )
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = GuardedSite(runner, gateway.doorman, "127.0.0.1", 0, backlog=128)
     await site.start()
     port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
     await gateway.wait_until_connected(15.0)

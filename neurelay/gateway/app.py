@@ -31,7 +31,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(gateway: Gateway, *, dev_token: str | None = None) -> web.Application:
     app = web.Application(
-        client_max_size=gateway.live.config.limits.max_message_bytes + _BODY_SLACK
+        client_max_size=gateway.live.config.limits.max_message_bytes + _BODY_SLACK,
+        middlewares=[gateway.doorman.middleware],
     )
     app[GATEWAY_KEY] = gateway
     app.add_routes(

@@ -52,6 +52,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error_response(ErrorCode.FORBIDDEN, "origin not allowed")
     if gateway.draining:
         return error_response(ErrorCode.UNAVAILABLE, "gateway is draining")
+    if gateway.doorman.at_capacity:
+        return error_response(ErrorCode.UNAVAILABLE, "gateway is at its connection capacity")
     ws = WebSocketResponse(
         protocols=tuple(CODECS),
         heartbeat=config.limits.heartbeat_seconds,

@@ -3,7 +3,9 @@
 `Metrics` owns its own Prometheus registry (no process globals, so several
 gateways can run in one test process); `/metrics` exposes it. `JsonFormatter`
 writes one JSON object per log line, carrying the connection id and frame id
-as correlation ids when the record has them.
+as correlation ids when the record has them; `configure_logging` sends every
+library's records through it too, and shortens aiohttp's report of a
+malformed request to one line without the request's bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
@@ -63,6 +66,18 @@ class Metrics:
             "Messages read from JetStream for resume, `last` and gap repair.",
             registry=r,
         )
+        self.connections_pending = Gauge(
+            "neurelay_connections_pending",
+            "Connections that have not sent a complete request yet (or idle between requests).",
+            registry=r,
+        )
+        self.connections_cut = Counter(
+            "neurelay_connections_cut",
+            "Connections closed before completing a request, by reason (deadline, "
+            "pending_limit, file_limit).",
+            ["reason"],
+            registry=r,
+        )
         self.slow_consumers = Counter(
             "neurelay_slow_consumers",
             "Connections closed with 4005 because their send queue overflowed.",
@@ -109,9 +124,31 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
+    """JSON lines on stderr: Neurelay's loggers at `level`, every other library's at WARNING."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("neurelay")
+    handler.addFilter(_without_request_bytes)
+    ours = logging.getLogger("neurelay")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+
+
+def _without_request_bytes(record: logging.LogRecord) -> bool:
+    """aiohttp logs a malformed request with a traceback and the offending bytes, which may
+    hold a token: keep one line saying what was refused, and nothing of the request."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, HttpProcessingError):
+        if record.args and isinstance(record.args, tuple):
+            record.remote = record.args[0]
+        record.msg = "refused a malformed HTTP request"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        record.status = error.code
+        record.error = type(error).__name__
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True

@@ -26,6 +26,7 @@ from neurelay.gateway import envelopes
 from neurelay.gateway.admission import ConnectionRegistry
 from neurelay.gateway.bus import Bus
 from neurelay.gateway.hub import Hub
+from neurelay.gateway.listening import Doorman
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox
 from neurelay.gateway.session import authorize_publish, authorize_subscribe
@@ -61,6 +62,12 @@ class Gateway:
         self.log = logger or logging.getLogger("neurelay.gateway")
         self.live = LiveSettings(config)
         self.metrics = Metrics()
+        self.doorman = Doorman(
+            config.server,
+            config.nats.request_timeout_seconds,
+            self.metrics,
+            self.log.getChild("listening"),
+        )
         self.bus = Bus(config.nats, self.log.getChild("bus"))
         self.hub = Hub(self.bus, self.live, self.metrics, self.log.getChild("hub"))
         self.registry = ConnectionRegistry(self.bus, self.live, self.log.getChild("admission"))

@@ -19,6 +19,7 @@ from neurelay.config import GatewayConfig
 from neurelay.gateway import reloading
 from neurelay.gateway.app import create_app
 from neurelay.gateway.draining import drain
+from neurelay.gateway.listening import GuardedSite, raise_open_file_limit
 from neurelay.gateway.runtime import Gateway
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
@@ -32,6 +33,7 @@ async def serve(
     dev_token: str | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT; `on_ready` receives the bound port."""
+    files = raise_open_file_limit()
     gateway = Gateway(config)
     runner = web.AppRunner(
         create_app(gateway, dev_token=dev_token), handle_signals=False, shutdown_timeout=5.0
@@ -39,13 +41,21 @@ async def serve(
     await runner.setup()
     # A deep accept queue: thousands of clients reconnect at once after a restart or a drain,
     # and SYNs dropped past the default of 128 cost them seconds of retransmission back-off.
-    site = web.TCPSite(runner, config.server.host, config.server.port, backlog=LISTEN_BACKLOG)
+    site = GuardedSite(
+        runner, gateway.doorman, config.server.host, config.server.port, LISTEN_BACKLOG
+    )
     await site.start()
     port = _bound_port(runner, config.server.port)
     loop = asyncio.get_running_loop()
     gateway.log.info(
         "listening",
-        extra={"host": config.server.host, "port": port, "loop": type(loop).__module__},
+        extra={
+            "host": config.server.host,
+            "port": port,
+            "loop": type(loop).__module__,
+            "open_files": files,
+            "connections": gateway.doorman.capacity,
+        },
     )
     received: asyncio.Future[signal.Signals] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
