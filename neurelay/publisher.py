@@ -14,9 +14,15 @@ stream sequence subscribers see); messages of one call, and of calls
 awaited one after another, are stored in the order given; a message refused
 with a retryable error (NATS unreachable, stream leader being elected) is
 republished with the same id until `retry_seconds` pass, then the call
-raises `BusUnavailable`. A batch is not atomic: on an error, the messages
-before it may be stored, and a message retried after a later one of its
-batch was stored lands after it. Only namespaces that keep history have a
+raises `BusUnavailable`. Order holds across a lost connection too: the
+publisher dials again itself (nats-py's reconnect would send buffered bytes
+after ones lost with the socket), so NATS holds a prefix of what was written
+and the rest goes again in order; a batch goes in windows of
+`max_in_flight`, each stored completely before the next is written. The one
+exception: a message JetStream refuses as unavailable (a leader election)
+while later ones of its window are stored lands after them. A batch is not
+atomic: on a non-retryable error the messages before it stay stored.
+Only namespaces that keep history have a
 stream to publish to. The publisher is trusted: no token, no per-channel
 authorization (give it NATS credentials limited to `<prefix>.s.>`).
 """
@@ -27,6 +33,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import math
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -85,6 +92,8 @@ class Published:
 
 
 Message = tuple[str, Any] | tuple[str, Any, FrameId | None]
+# subject, body, headers, channel name, message id
+_Prepared = tuple[str, bytes, dict[str, str], str, FrameId]
 _RETRY = Backoff(initial_seconds=0.1, max_seconds=2.0)
 
 
@@ -108,29 +117,61 @@ class Publisher:
         await self.close()
 
     async def connect(self) -> None:
+        await self._connection()
+
+    async def _connection(self) -> AckedPublishing:
+        """The live connection's publishing, dialled again if the last one was lost.
+
+        nats-py's own reconnect would keep unsent bytes and send them after bytes already
+        lost in the dropped socket, storing later messages before earlier ones. Without
+        it, what NATS got is a prefix of what was written, and the rest is published
+        again in order.
+        """
+        if self._acks is not None and self._nc is not None and self._nc.is_connected:
+            return self._acks
+        await self._drop()
+        mine: list[AckedPublishing] = []
+
+        async def on_closed() -> None:
+            # Acks cannot come any more: fail what waits for them now, not at the timeout.
+            for acks in mine:
+                await acks.stop()
+
         try:
-            self._nc = await nats.connect(
+            nc = await nats.connect(
                 servers=list(self.settings.servers),
                 user_credentials=self.settings.credentials_file,
                 connect_timeout=self.settings.connect_timeout_seconds,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                allow_reconnect=True,
+                allow_reconnect=False,
                 name="neurelay-publisher",
+                closed_cb=on_closed,
             )
         except NATS_ERRORS as e:
             raise bus_error(e, "cannot connect to NATS") from e
-        self._acks = AckedPublishing(self._nc, self.settings.ack_timeout_seconds)
-        await self._acks.start()
+        self._nc = nc
+        acks = self._acks = AckedPublishing(nc, self.settings.ack_timeout_seconds)
+        mine.append(acks)
+        await acks.start()
+        return acks
 
-    async def close(self) -> None:
+    async def _drop(self) -> None:
         if self._acks is not None:
             await self._acks.stop()
+            self._acks = None
         if self._nc is not None and not self._nc.is_closed:
             try:
-                await self._nc.drain()
+                await self._nc.close()
             except NATS_ERRORS as e:
                 self._log.debug("NATS connection closed uncleanly: %s", e)
+        self._nc = None
+
+    async def close(self) -> None:
+        if self._nc is not None and self._nc.is_connected:
+            try:
+                await self._nc.flush(timeout=max(1, math.ceil(self.settings.ack_timeout_seconds)))
+            except NATS_ERRORS as e:
+                self._log.debug("flush before closing failed: %s", e)
+        await self._drop()
 
     async def publish(self, channel: str, payload: Any, id: FrameId | None = None) -> Published:
         """Publish one message; returns once it is stored."""
@@ -140,6 +181,15 @@ class Publisher:
     async def publish_batch(self, messages: Iterable[Message]) -> list[Published]:
         """Publish messages in order, pipelined; returns once all are stored."""
         prepared = [self._prepare(*m) for m in messages]
+        window = self.settings.max_in_flight
+        results: list[Published] = []
+        for start in range(0, len(prepared), window):
+            # A window is stored completely before the next is written: a retry never
+            # lands after a message of a later window.
+            results += await self._publish_window(prepared[start : start + window])
+        return results
+
+    async def _publish_window(self, prepared: list[_Prepared]) -> list[Published]:
         results: list[Published | None] = [None] * len(prepared)
         todo = list(range(len(prepared)))
         deadline = time.monotonic() + self.settings.retry_seconds
@@ -148,19 +198,18 @@ class Publisher:
             failed, error = await self._send(prepared, todo, results)
             if not failed:
                 return [r for r in results if r is not None]
-            if time.monotonic() + _RETRY.delay(attempt) > deadline:
+            delay = _RETRY.delay(attempt)
+            if time.monotonic() + delay > deadline:
                 raise BusUnavailable(
                     f"{len(failed)} of {len(prepared)} messages not stored within "
                     f"{self.settings.retry_seconds:g} s: {error}"
                 )
             self._log.info("retrying %d messages: %s", len(failed), error)
-            await asyncio.sleep(_RETRY.delay(attempt))
+            await asyncio.sleep(delay)
             attempt += 1
             todo = failed
 
-    def _prepare(
-        self, channel: str, payload: Any, id: FrameId | None = None
-    ) -> tuple[str, bytes, dict[str, str], str, FrameId]:
+    def _prepare(self, channel: str, payload: Any, id: FrameId | None = None) -> _Prepared:
         parsed = parse_channel(channel)
         message_id: FrameId = id if id is not None else f"{self._tag}-{next(self._ids)}"
         user = self.settings.user
@@ -171,46 +220,42 @@ class Publisher:
         return subject, body, {"Nats-Msg-Id": key}, parsed.name, message_id
 
     async def _send(
-        self,
-        prepared: list[tuple[str, bytes, dict[str, str], str, FrameId]],
-        todo: list[int],
-        results: list[Published | None],
+        self, prepared: list[_Prepared], todo: list[int], results: list[Published | None]
     ) -> tuple[list[int], BusUnavailable | None]:
-        """One pass over `todo` in windows; returns the indexes that failed retryably."""
-        if self._acks is None:
-            raise BusUnavailable("the publisher is not connected")
+        """Write `todo` in order and gather the acks; returns the indexes that failed retryably."""
+        try:
+            acks = await self._connection()
+        except BusUnavailable as e:
+            return todo, e
+        pending: list[tuple[int, asyncio.Future[Ack]]] = []
         failed: list[int] = []
         error: BusUnavailable | None = None
-        window = self.settings.max_in_flight
-        for start in range(0, len(todo), window):
-            pending: list[tuple[int, asyncio.Future[Ack] | BusUnavailable]] = []
-            for index in todo[start : start + window]:
-                subject, body, headers, _, _ = prepared[index]
-                try:
-                    pending.append((index, await self._acks.publish(subject, body, headers)))
-                except BusUnavailable as e:
-                    pending.append((index, e))
-                except BusError:
-                    await _settle(pending)
-                    raise
-            for index, outcome in pending:
-                try:
-                    if isinstance(outcome, BusUnavailable):
-                        raise outcome
-                    seq, duplicate = await outcome
-                except BusUnavailable as e:
-                    failed.append(index)
-                    error = e
-                    continue
-                except BusError:
-                    await _settle(pending)
-                    raise
-                _, _, _, channel, message_id = prepared[index]
-                results[index] = Published(channel, seq, message_id, duplicate)
-        return failed, error
+        for position, index in enumerate(todo):
+            subject, body, headers, _, _ = prepared[index]
+            try:
+                pending.append((index, await acks.publish(subject, body, headers)))
+            except BusUnavailable as e:
+                failed, error = todo[position:], e  # the rest goes again, in order
+                break
+            except BusError:
+                await _settle(pending)
+                raise
+        stored_failed: list[int] = []
+        for index, future in pending:
+            try:
+                seq, duplicate = await future
+            except BusUnavailable as e:
+                stored_failed.append(index)
+                error = e
+                continue
+            except BusError:
+                await _settle(pending)
+                raise
+            _, _, _, channel, message_id = prepared[index]
+            results[index] = Published(channel, seq, message_id, duplicate)
+        return stored_failed + failed, error
 
 
-async def _settle(pending: list[tuple[int, asyncio.Future[Ack] | BusUnavailable]]) -> None:
-    """Wait out a window's other acks, so none is left unretrieved when the call raises."""
-    futures = [f for _, f in pending if isinstance(f, asyncio.Future)]
-    await asyncio.gather(*futures, return_exceptions=True)
+async def _settle(pending: list[tuple[int, asyncio.Future[Ack]]]) -> None:
+    """Wait out the other acks, so none is left unretrieved when the call raises."""
+    await asyncio.gather(*(f for _, f in pending), return_exceptions=True)

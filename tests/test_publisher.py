@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 
 import nats
 import pytest
@@ -99,9 +101,8 @@ async def test_made_up_ids_are_unique_and_carried_to_subscribers(
 
 
 async def test_a_cut_link_loses_and_duplicates_nothing_and_keeps_order(
-    gateway, shared_nats, prefix, caplog
+    gateway, shared_nats, prefix
 ):
-    caplog.set_level(logging.INFO, logger="neurelay.publisher")
     proxy = TcpProxy("127.0.0.1", shared_nats.port)
     await proxy.start()
     try:
@@ -124,7 +125,35 @@ async def test_a_cut_link_loses_and_duplicates_nothing_and_keeps_order(
     assert len(bodies) == 100
     assert [b'"i":"c%d"' % n in body for n, body in enumerate(bodies)] == [True] * 100
     assert sorted(p.seq for p in published) == [seq for seq, _ in held]
-    assert "retrying" in caplog.text  # the cut did bite
+
+
+async def test_acks_that_come_too_late_are_retried_and_stored_once_in_order(
+    own_nats, make_config, gateway_factory, caplog
+):
+    caplog.set_level(logging.INFO, logger="neurelay.publisher")
+    config = make_config(nats_url=own_nats.url)
+    await gateway_factory(config)
+    prefix = config.nats.subject_prefix
+    pid = own_nats.pid
+    assert pid is not None
+    async with Publisher(
+        settings(own_nats.url, prefix, ack_timeout_seconds=0.5, max_in_flight=30)
+    ) as publisher:
+        # NATS frozen: the batch is written, no ack comes in time, every message is
+        # retried; once NATS runs again it stores the first copies and drops the retries.
+        os.kill(pid, signal.SIGSTOP)
+        resume = asyncio.get_running_loop().call_later(1.5, os.kill, pid, signal.SIGCONT)
+        try:
+            published = await publisher.publish_batch(
+                [("agent:late", n, f"l{n}") for n in range(100)]
+            )
+        finally:
+            resume.cancel()
+            os.kill(pid, signal.SIGCONT)
+    assert "retrying" in caplog.text
+    held = await stored(own_nats.url, prefix, Channel("agent", "late"))
+    assert [body.count(b'"i":"l%d"' % n) for n, (_, body) in enumerate(held)] == [1] * 100
+    assert [p.seq for p in published] == [seq for seq, _ in held]
 
 
 async def test_an_unknown_namespace_fails_after_retrying_for_the_bound(

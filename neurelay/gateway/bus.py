@@ -30,6 +30,7 @@ from neurelay.errors import BusError, BusUnavailable
 from neurelay.gateway import replaying
 from neurelay.gateway.replaying import History
 from neurelay.jetstream.errors import NATS_ERRORS, bus_error, mapped
+from neurelay.jetstream.publishing import AckedPublishing
 from neurelay.jetstream.streams import desired_stream
 from neurelay.jetstream.syncing import sync_stream
 from neurelay.protocol.channels import Channel, live_subject, stored_subject
@@ -47,6 +48,7 @@ class Bus:
         self._log = logger
         self._nc: NatsClient | None = None
         self._kv: KeyValue | None = None
+        self._acks: AckedPublishing | None = None
         self.on_reconnected: Callable[[], Awaitable[None]] | None = None
         # History reads in flight at once; more wait, so replays cannot swamp JetStream.
         self._replays = asyncio.Semaphore(settings.replay_concurrency)
@@ -77,9 +79,13 @@ class Bus:
             reconnected_cb=self._on_reconnected,
             pending_size=64 * 1024 * 1024,
         )
+        self._acks = AckedPublishing(self._nc, self.settings.request_timeout_seconds)
+        await self._acks.start()
         self._log.info("connected to NATS", extra={"servers": self.settings.servers})
 
     async def close(self) -> None:
+        if self._acks is not None:
+            await self._acks.stop()
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.close()
@@ -153,17 +159,16 @@ class Bus:
     ) -> tuple[int, bool]:
         """Publish; returns (sequence, duplicate). Sequence 0: not retained (core NATS)."""
         nc = self._client()
-        try:
-            if not keeps_history:
+        if not keeps_history:
+            with mapped("publish failed"):
                 await nc.publish(live_subject(self.prefix, channel), body)
-                return 0, False
-            headers = {"Nats-Msg-Id": message_key} if message_key else None
-            ack = await nc.jetstream(timeout=self.settings.request_timeout_seconds).publish(
-                stored_subject(self.prefix, channel), body, headers=headers
-            )
-        except NATS_ERRORS as e:
-            raise bus_error(e, "publish failed") from e
-        return ack.seq, bool(ack.duplicate)
+            return 0, False
+        if self._acks is None:
+            raise BusUnavailable("NATS is not connected")
+        # Written now, in call order; the ack is awaited with every other publish in flight.
+        headers = {"Nats-Msg-Id": message_key} if message_key else None
+        ack = await self._acks.publish(stored_subject(self.prefix, channel), body, headers)
+        return await ack
 
     # -- following ---------------------------------------------------------------------------
 
