@@ -47,31 +47,40 @@ class MaskCheck:
         self.violated = False
 
     def feed(self, data: bytes) -> bytes:
-        """The part of `data` that may go on to the frame reader."""
+        """The part of `data` (after any header bytes held back) that may go on."""
         if self.violated:
             return b""
-        passed = bytearray()
+        held = bytes(self._header)  # an incomplete header from before, now to be continued
+        header_start = -len(held)  # where in `data` the header being read began
         position, end = 0, len(data)
         while position < end:
             if self._skip:
                 step = min(self._skip, end - position)
-                passed += data[position : position + step]
                 self._skip -= step
                 position += step
                 continue
-            need = self._header_length()
-            take = min(need - len(self._header), end - position)
+            if not self._header:
+                header_start = position
+            take = min(self._header_length() - len(self._header), end - position)
             self._header += data[position : position + take]
             position += take
             if len(self._header) < self._header_length():
                 continue  # the length field or the mask key is still to come
             if not self._header[1] & 0x80:
                 self.violated = True
-                return bytes(passed)
-            passed += self._header
+                return self._passed(held, data, header_start)
             self._skip = self._payload_length()
             self._header.clear()
-        return bytes(passed)
+        return self._passed(held, data, header_start if self._header else end)
+
+    @staticmethod
+    def _passed(held: bytes, data: bytes, stop: int) -> bytes:
+        """`held` and `data` up to `stop`; nothing when `stop` lies inside `held`."""
+        if stop < 0:
+            return b""
+        if not held and stop == len(data):
+            return data  # the common case: no copy
+        return held + data[:stop]
 
     def _header_length(self) -> int:
         if len(self._header) < 2:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from neurelay.gateway.masking import MaskCheck
 
@@ -57,3 +60,21 @@ def test_an_unmasked_header_split_across_reads_is_held_back_then_refused():
     assert not check.violated
     assert check.feed(bad[1:]) == b""
     assert check.violated
+
+
+@given(
+    sizes=st.lists(st.sampled_from([0, 1, 125, 126, 300, 65535, 65536]), min_size=1, max_size=6),
+    bad_at=st.integers(min_value=0, max_value=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=200_000), max_size=8),
+)
+def test_whatever_the_chunking_exactly_the_frames_before_an_unmasked_one_pass(sizes, bad_at, cuts):
+    frames = [frame(b"p" * size) for size in sizes]
+    good = b"".join(frames[:bad_at])
+    if bad_at < len(frames):
+        frames.insert(bad_at, frame(b"evil", masked=False))
+    data = b"".join(frames)
+    check = MaskCheck()
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    passed = b"".join(check.feed(data[a:b]) for a, b in itertools.pairwise(bounds))
+    assert passed == good
+    assert check.violated is (bad_at < len(sizes))
