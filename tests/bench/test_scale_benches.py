@@ -1,4 +1,4 @@
-"""Smoke test of `python -m bench.admission`: it runs at a tiny size and writes its table."""
+"""Smoke tests of `bench.admission` and `bench.publishing`: they run at a tiny size."""
 
 from __future__ import annotations
 
@@ -29,3 +29,22 @@ def test_admission_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     (run,) = result["runs"]
     assert run["connections"] == 20
     assert run["writes_per_s"] is not None
+
+
+RUNS = "neurelay:ws,neurelay:http,neurelay:direct"
+
+
+@pytest.mark.timeout(180)
+def test_publishing_bench_runs_every_path_at_a_tiny_size(tmp_path: Path) -> None:
+    options = ["--publishes", "400", "--clients", "2", "--size", "tiny", "--results", str(tmp_path)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.publishing", *options, "--runs", RUNS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((tmp_path / "latest-publishing-tiny.json").read_text())
+    assert [run["path"] for run in result["runs"]] == ["ws", "http", "direct"]
