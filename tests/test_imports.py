@@ -115,3 +115,17 @@ def test_a_gateway_transport_reaches_the_core_only_through_gateway(transport):
 def test_the_runtime_does_not_import_a_transport():
     imported = import_graph()["neurelay.gateway.runtime"]
     assert imported & {f"neurelay.gateway.{m}" for m in TRANSPORTS} == set()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_gateway_transport_never_touches_what_lies_behind_gateway(transport):
+    """Not `gateway.bus`, `gateway.hub` or `gateway.registry`: only `Gateway`'s methods."""
+    path = PACKAGE / "gateway" / f"{transport}.py"
+    reached = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in {"bus", "hub", "registry"}:
+            owner = node.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            if "gateway" in name.lower():
+                reached.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert reached == []

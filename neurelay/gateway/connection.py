@@ -76,7 +76,7 @@ class Connection:
         self, gateway: Gateway, codec: Any, ws: web.WebSocketResponse, request: web.Request
     ) -> None:
         self.gateway = gateway
-        self.id = gateway.registry.new_connection_id()
+        self.id = gateway.new_connection_id()
         self.ws = ws
         self.request = request
         self.session = Session(self.id, codec, gateway.live, time.time())

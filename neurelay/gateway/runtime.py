@@ -169,6 +169,10 @@ class Gateway:
             )
         return principal
 
+    def new_connection_id(self) -> str:
+        """An id no other connection of any replica has."""
+        return self.registry.new_connection_id()
+
     async def admit(self, user: str, connection_id: str) -> bool:
         """Count a connection against `user`'s limit; False when the user is at the limit."""
         return await self.registry.acquire(user, connection_id)
