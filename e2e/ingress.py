@@ -76,9 +76,11 @@ class Ingress:
 
     def start(self, timeout: float = 10.0) -> Ingress:
         self.root.mkdir(parents=True, exist_ok=True)
+        # max_fails=0, ingress-nginx's default: a replica that failed once is not shunned for
+        # fail_timeout, so clients drained from one replica do not all pile onto another while
+        # the restarted one sits marked failed; proxy_next_upstream still retries elsewhere.
         servers = "\n".join(
-            f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=3s;"
-            for port in self.upstream_ports
+            f"    server 127.0.0.1:{port} max_fails=0;" for port in self.upstream_ports
         )
         user = "user root;\n" if os.geteuid() == 0 else ""
         conf = self.root / "nginx.conf"
