@@ -10,6 +10,7 @@ malformed request to one line without the request's bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -78,6 +79,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.tasks = Gauge("neurelay_tasks", "asyncio tasks of the gateway process.", registry=r)
+        self.tasks.set_function(_task_count)
         self.slow_consumers = Counter(
             "neurelay_slow_consumers",
             "Connections closed with 4005 because their send queue overflowed.",
@@ -100,6 +103,13 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # exposed outside the event loop (no running loop in this thread)
+        return 0
 
 
 class JsonFormatter(logging.Formatter):
