@@ -5,7 +5,8 @@ background: a broken connection is dropped and the next reconcile dials
 again, so "NATS unreachable" surfaces at once as `BusUnavailable` and the
 caller retries with back-off. Credentials are written to a private
 temporary file for the moment of dialling only (nats-py reads them from a
-file).
+file), and remembered in memory by where they came from, so that a stream
+can still be deleted after its credentials Secret was deleted with it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ class NatsPool:
         self._request_timeout = request_timeout
         self._clients: dict[tuple[str, str], Client] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._credentials: dict[tuple[str, ...], bytes] = {}
+
+    def remember(self, source: tuple[str, ...], credentials: bytes) -> None:
+        """Keep the credentials read from `source` (e.g. a Secret key) for `remembered`."""
+        self._credentials[source] = credentials
+
+    def remembered(self, source: tuple[str, ...]) -> bytes | None:
+        """The credentials last read from `source` by this process, if any.
+
+        For cleaning up after the source is gone (a Secret deleted together
+        with the objects that used it); never a substitute for reading it.
+        """
+        return self._credentials.get(source)
 
     async def jetstream(self, url: str, credentials: bytes | None) -> JetStreamContext:
         key = (url, hashlib.sha256(credentials or b"").hexdigest())

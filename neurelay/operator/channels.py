@@ -37,7 +37,7 @@ from neurelay.operator.context import (
 )
 from neurelay.operator.election import channel_owner
 from neurelay.operator.gateways import reconcile_gateway
-from neurelay.operator.kube import Kube, SecretMissing
+from neurelay.operator.kube import SecretMissing
 from neurelay.operator.models import ChannelSpec, NatsConnection, RealtimeGatewaySpec
 from neurelay.operator.naming import subject_prefix
 from neurelay.operator.outcomes import recorded, stream_outcome
@@ -247,9 +247,8 @@ async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, r
         log.info("Channel %s/%s never reached NATS: no stream to delete", namespace, name)
         return
     try:
-        js = await ctx.nats.jetstream(
-            connection.url, await _credentials(ctx.kube, namespace, connection)
-        )
+        credentials = await _credentials(ctx, namespace, connection, releasing=True)
+        js = await ctx.nats.jetstream(connection.url, credentials)
         deleted = await delete_stream(js, stream)
     except (BusError, SecretMissing) as e:
         # Held by the finalizer until the stream goes or someone lets it go, never silently.
@@ -297,13 +296,28 @@ async def _release_connection(
 async def _jetstream(ctx: Context, namespace: str, spec: RealtimeGatewaySpec) -> JetStream:
     """JetStream on the gateway's NATS, with the gateway's NATS credentials."""
     connection = _connection(spec)
-    return await ctx.nats.jetstream(
-        connection.url, await _credentials(ctx.kube, namespace, connection)
-    )
+    return await ctx.nats.jetstream(connection.url, await _credentials(ctx, namespace, connection))
 
 
-async def _credentials(kube: Kube, namespace: str, connection: NatsConnection) -> bytes | None:
+async def _credentials(
+    ctx: Context, namespace: str, connection: NatsConnection, *, releasing: bool = False
+) -> bytes | None:
+    """The NATS credentials from the gateway's Secret.
+
+    While releasing, a Secret deleted together with the gateway and the
+    Channel (`kubectl delete -f` of one file) is replaced by what this
+    process last read from it, so the stream still goes.
+    """
     ref = connection.credentials_secret
     if ref is None:
         return None
-    return await kube.secret_value(namespace, ref.name, ref.key)
+    source = (namespace, ref.name, ref.key)
+    try:
+        credentials = await ctx.kube.secret_value(namespace, ref.name, ref.key)
+    except SecretMissing:
+        remembered = ctx.nats.remembered(source)
+        if not releasing or remembered is None:
+            raise
+        return remembered
+    ctx.nats.remember(source, credentials)
+    return credentials

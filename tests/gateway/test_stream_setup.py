@@ -143,3 +143,15 @@ async def test_publishing_where_no_stream_answers_is_unavailable_not_internal(
     refused = await client.request({"type": "publish", "channel": "agent:a", "payload": 1})
     assert refused["type"] == "error"
     assert refused["code"] == "unavailable"
+
+
+async def test_a_stream_jetstream_refuses_to_create_is_reported_not_retried(
+    make_config, gateway_factory, bus_log
+):
+    # Three replicas on a single server: JetStream refuses, and would refuse every retry.
+    running = await gateway_factory(make_config(namespaces=namespaces(replicas=3)))
+    status, reason = await readiness(running.http_url)
+    assert status == 503
+    assert "replicas" in reason
+    assert b"neurelay_streams_refused 1.0" in running.gateway.metrics.exposition()
+    assert [r.levelno for r in bus_log.records].count(logging.ERROR) == 1

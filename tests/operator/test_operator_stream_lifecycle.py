@@ -21,6 +21,7 @@ from nats.js.api import DiscardPolicy
 
 from neurelay.embedded import EmbeddedNats
 from neurelay.operator.settings import ABANDON_STREAM_ANNOTATION
+from tests.jetstream.test_pool import CREDS
 from tests.operator.conftest import Cluster, JetStream, channel, eventually, gateway, secret
 
 CH = "channel"
@@ -165,6 +166,29 @@ def test_nats_unreachable_at_deletion_holds_the_channel_until_the_stream_is_dele
     flaky_nats.start()
     eventually(lambda: cluster.get(CH, "agent", ns) is None)
     assert JetStream(flaky_nats.url).info(stream(ns, "agent")) is None
+
+
+def test_a_stream_goes_even_when_its_nats_credentials_secret_went_first(
+    cluster: Cluster, ns: str, nats_server: EmbeddedNats, jetstream: JetStream, tmp_path: Path
+) -> None:
+    creds = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nats", "namespace": ns}}
+    creds["stringData"] = {"creds": CREDS.decode()}
+    nats = {"url": nats_server.url, "credentialsSecret": {"name": "nats", "key": "creds"}}
+    manifests = [
+        creds,
+        secret("jwt", ns, secret="s"),
+        gateway("edge", ns, nats_server.url, nats=nats),
+        channel("agent", ns, "edge", "agent", deletionPolicy="Delete"),
+    ]
+    path = tmp_path / "all.yaml"
+    path.write_text("\n---\n".join(yaml.safe_dump(m) for m in manifests))
+    cluster.kubectl("apply", "-f", str(path))
+    cluster.wait_condition(CH, "agent", ns, "Ready", "True", "StreamReady")
+    recorded = cluster.must_get(CH, "agent", ns)["status"]["nats"]
+    assert recorded["credentialsSecret"] == {"name": "nats", "key": "creds"}
+    # Secrets, gateway and Channel in one go, the credentials first.
+    cluster.kubectl("delete", "-f", str(path), "--wait=true", "--timeout=60s")
+    assert jetstream.info(stream(ns, "agent")) is None
 
 
 def test_a_stream_that_cannot_be_deleted_holds_the_channel_until_an_annotation_lets_go(
