@@ -106,7 +106,7 @@ async def test_replays_cut_by_a_nats_reconnect_never_claim_recovery_with_a_gap(
     shared_nats: Any,
     prefix: str,
 ) -> None:
-    count, size = 100, scaled(64 * 1024, 1024 * 1024)
+    count, size = 100, scaled(64 * 1024, 1_000_000)
     config = make_config(
         nats_url=proxy.url,
         limits={
@@ -145,4 +145,38 @@ async def test_replays_cut_by_a_nats_reconnect_never_claim_recovery_with_a_gap(
             await reader.request({"type": "unsubscribe", "channel": "conversation:huge"})
         await running.gateway.wait_until_connected(30.0)
     assert "unavailable" in outcomes, f"no replay was cut: {outcomes}"
+    await bystander.finish()
+
+
+async def test_concurrent_big_replays_complete_without_resetting_the_nats_connection(
+    make_config: Any, gateway_factory: Any, connect: Any, token: Any, shared_nats: Any, prefix: str
+) -> None:
+    count, size = 100, scaled(64 * 1024, 1_000_000)
+    config = make_config(
+        limits={
+            "replay_bytes": 256 * 1024 * 1024,
+            "send_queue_bytes": 256 * 1024 * 1024,
+            "max_message_bytes": 2 * 1024 * 1024,
+        }
+    )
+    running = await gateway_factory(config)
+    stored = await _fill(shared_nats.url, prefix, "wide", count, size)
+    bystander = await Bystander(connect, running.ws_url, token(user="bystander")).start()
+    readers = [await connect(running.ws_url, token(user=f"reader{n}")) for n in range(4)]
+    requests = [{"since": 0}, {"since": 0}, {"since": 0}, {"last": 1}]
+
+    replies = await asyncio.gather(
+        *(
+            r.request({"type": "subscribe", "channel": "conversation:wide", **request})
+            for r, request in zip(readers, requests, strict=True)
+        )
+    )
+
+    for reader, request, reply in zip(readers, requests, replies, strict=True):
+        assert reply["type"] == "subscribed", reply
+        assert reply["recovered"] is True
+        want = stored[-request["last"] :] if "last" in request else stored
+        assert [(await reader.recv(timeout=60.0))["seq"] for _ in want] == want
+    reconnects = running.gateway.metrics.registry.get_sample_value("neurelay_nats_reconnects_total")
+    assert not reconnects
     await bystander.finish()
