@@ -64,8 +64,11 @@ class NatsSettings(_Section):
     )
     manage_streams: bool = Field(
         True,
-        description="Create and update the namespaces' JetStream streams at start-up and "
-        "reload. Off when the operator owns the streams.",
+        description="Create the namespaces' JetStream streams and keep their whole "
+        "configuration as declared, at start-up, reconnect and reload. A change JetStream "
+        "cannot make in place (storage, say) is not retried: /readyz answers 503 naming the "
+        "stream and field until the configuration is put right. Off when the operator owns "
+        "the streams.",
     )
     connect_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Per-attempt timeout.")
     request_timeout_seconds: float = Field(
