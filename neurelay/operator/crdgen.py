@@ -5,12 +5,15 @@ reports (exit 1) when a file is stale. Pydantic's JSON Schema is turned into
 a Kubernetes structural schema: references inlined, `anyOf [X, null]`
 collapsed to X (optional = not required), exclusive bounds rewritten in
 OpenAPI v3.0 form, titles dropped, and optional sub-objects defaulted to
-their fields' defaults.
+their fields' defaults. Each field's default and bounds are also written
+into its description, because `kubectl explain` shows descriptions but not
+the schema's `default`, `minimum` or `maxLength`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,12 +36,14 @@ HEADER += "# Do not edit: change the models and regenerate.\n"
 
 Schema = dict[str, Any]
 
+_READY = '.status.conditions[?(@.type=="Ready")]'
+
 
 def structural_schema(model: type[BaseModel]) -> Schema:
     """The OpenAPI v3 (Kubernetes structural) schema of a model, with camelCase names."""
     raw = model.model_json_schema(by_alias=True)
     definitions: Mapping[str, Schema] = raw.pop("$defs", {})
-    return _convert(raw, definitions)
+    return _describe_tree(_convert(raw, definitions))
 
 
 def _convert(node: Schema, definitions: Mapping[str, Schema]) -> Schema:
@@ -92,6 +97,61 @@ def _convert(node: Schema, definitions: Mapping[str, Schema]) -> Schema:
         kinds = {type(value) for value in node["enum"]}
         node["type"] = "integer" if kinds == {int} else "string"
     return node
+
+
+def _describe_tree(node: Schema) -> Schema:
+    """Every description in the tree completed by `describe_constraints` (exactly once)."""
+    if "description" in node:
+        node["description"] = describe_constraints(node)
+    for child in (node.get("properties") or {}).values():
+        _describe_tree(child)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            _describe_tree(node[key])
+    return node
+
+
+def describe_constraints(node: Schema) -> str:
+    """The node's description followed by its default and bounds, in words."""
+    facts = []
+    if "default" in node and "properties" not in node:
+        facts.append(f"Default: {_literal(node['default'])}.")
+    if "enum" in node:
+        facts.append(f"One of: {', '.join(_literal(value) for value in node['enum'])}.")
+    for bound, word, strict in (
+        ("minimum", "Minimum", "Greater than"),
+        ("maximum", "Maximum", "Less than"),
+    ):
+        if bound in node:
+            exclusive = node.get(f"exclusive{bound.capitalize()}") is True
+            facts.append(f"{strict if exclusive else word + ':'} {_literal(node[bound])}.")
+    for low, high, unit in (
+        ("minLength", "maxLength", "characters"),
+        ("minItems", "maxItems", "items"),
+    ):
+        if low in node and high in node:
+            facts.append(f"{node[low]} to {node[high]} {unit}.")
+        elif high in node:
+            facts.append(f"At most {node[high]} {unit}.")
+        elif node.get(low):
+            facts.append(f"At least {node[low]} {unit}.")
+    description = str(node["description"]).rstrip()
+    if not facts:
+        return description
+    if not description.endswith("."):
+        description += "."
+    return " ".join([description, *facts])
+
+
+def _literal(value: Any) -> str:
+    """A default or bound as a reader writes it in YAML: 100, not 100.0; text unquoted."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return json.dumps(value, separators=(", ", ": "))
 
 
 def _columns(*columns: tuple[str, str, str, str]) -> list[Schema]:
@@ -180,8 +240,15 @@ def realtime_gateway_crd() -> Schema:
         spec=RealtimeGatewaySpec,
         status=RealtimeGatewayStatus,
         columns=_columns(
-            ("Replicas", "integer", ".spec.replicas", "Desired gateway pods."),
-            ("Ready", "integer", ".status.readyReplicas", "Gateway pods ready for traffic."),
+            (
+                "Replicas",
+                "integer",
+                ".status.desiredReplicas",
+                "Gateway pods in effect: spec.replicas, or the autoscaler's choice.",
+            ),
+            ("Available", "integer", ".status.readyReplicas", "Gateway pods ready for traffic."),
+            ("Ready", "string", _READY + ".status", "Whether the gateway serves as declared."),
+            ("Reason", "string", _READY + ".reason", "Why the gateway is, or is not, Ready."),
             ("Endpoint", "string", ".status.endpoint", "WebSocket URL clients connect to."),
             ("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
@@ -203,12 +270,8 @@ def channel_crd() -> Schema:
             ("Namespace", "string", ".spec.namespace", "Channel namespace governed."),
             ("History", "integer", ".spec.history.messages", "Messages kept per channel."),
             ("Stream", "string", ".status.stream", "JetStream stream of the namespace."),
-            (
-                "Ready",
-                "string",
-                '.status.conditions[?(@.type=="Ready")].status',
-                "Whether the stream matches the spec.",
-            ),
+            ("Ready", "string", _READY + ".status", "Whether the stream matches the spec."),
+            ("Reason", "string", _READY + ".reason", "Why the Channel is, or is not, Ready."),
             ("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
         scale=False,

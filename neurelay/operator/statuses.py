@@ -75,6 +75,7 @@ def gateway_status(
     new.sort(key=lambda c: _ORDER.get(str(c.get("type")), 9))
     fields: dict[str, Any] = {
         "replicas": replicas,
+        "desired_replicas": desired,
         "ready_replicas": ready,
         "selector": selector_string(gateway),
         "endpoint": endpoint(gateway, spec),

@@ -95,6 +95,16 @@ class Cluster:
     def delete(self, kind: str, name: str, namespace: str, wait: bool = False) -> None:
         self.kubectl("delete", kind, name, "-n", namespace, f"--wait={str(wait).lower()}")
 
+    def row(self, kind: str, name: str, namespace: str) -> dict[str, str]:
+        """`kubectl get` of one object as {COLUMN: value}; blank columns are ''."""
+        header, line = self.kubectl("get", kind, name, "-n", namespace).splitlines()
+        starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
+        ends = [*starts[1:], None]
+        return {
+            header[start:end].strip(): line[start:end].strip()
+            for start, end in zip(starts, ends, strict=True)
+        }
+
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         items = json.loads(self.kubectl("get", "events", "-n", namespace, "-o", "json"))["items"]
         return [e for e in items if e["involvedObject"].get("name") == name]

@@ -67,7 +67,9 @@ def test_channel_creates_its_stream_and_joins_the_gateway_config(
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     jetstream.publish(f"{prefix(ns)}.s.agent.a1", b"hello")
     eventually(lambda: cluster.must_get(CH, "agent", ns)["status"].get("messages") == 1)
-    assert stream(ns, "agent") in cluster.kubectl("get", "rtch", "-n", ns)
+    row = cluster.row("rtch", "agent", ns)
+    assert row["STREAM"] == stream(ns, "agent")
+    assert (row["READY"], row["REASON"]) == ("True", "StreamReady")
     gateway_status = eventually(lambda: cluster.must_get(GW, edge, ns)["status"].get("channels"))
     assert gateway_status == ["agent"]
 

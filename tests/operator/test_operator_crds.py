@@ -66,8 +66,11 @@ def test_gateway_crd_has_short_name_columns_status_and_scale() -> None:
         "labelSelectorPath": ".status.selector",
     }
     assert "status" in version["subresources"]
-    names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert names == ["Replicas", "Ready", "Endpoint", "Age"]
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert list(columns) == ["Replicas", "Available", "Ready", "Reason", "Endpoint", "Age"]
+    # The count in effect (the autoscaler's while it scales), not the ignored spec.replicas.
+    assert columns["Replicas"] == ".status.desiredReplicas"
+    assert columns["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
 
 
 def test_channel_crd_has_short_name_columns_and_status() -> None:
@@ -75,8 +78,42 @@ def test_channel_crd_has_short_name_columns_and_status() -> None:
     assert crd["spec"]["names"]["shortNames"] == ["rtch"]
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert {"Namespace", "History", "Stream", "Age"} <= set(names)
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert {"Namespace", "History", "Stream", "Ready", "Age"} <= set(columns)
+    assert columns["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
+
+
+def test_descriptions_state_defaults_and_bounds_for_kubectl_explain() -> None:
+    spec = _schema(crdgen.realtime_gateway_crd())["properties"]["spec"]["properties"]
+    limits = spec["limits"]["properties"]
+    assert limits["maxMessageBytes"]["description"] == (
+        "Largest client frame, in bytes, checked before parsing. "
+        "Default: 1048576. Minimum: 256. Maximum: 67108864."
+    )
+    assert limits["messagesPerSecond"]["description"].endswith(
+        "Default: 100. Greater than 0. Maximum: 1000000."
+    )
+    assert spec["imagePullPolicy"]["description"].endswith(
+        "Default: IfNotPresent. One of: Always, IfNotPresent, Never."
+    )
+    assert spec["resources"]["properties"]["limits"]["description"].endswith(
+        'Default: {"memory": "512Mi"}.'
+    )
+    secret_name = spec["nats"]["properties"]["credentialsSecret"]["properties"]["name"]
+    assert secret_name["description"] == "Name of the Secret. 1 to 253 characters."
+    # An object's default is its fields' defaults, described on each field instead.
+    assert "Default" not in spec["limits"]["description"]
+
+
+@pytest.mark.parametrize("crd", [crdgen.realtime_gateway_crd(), crdgen.channel_crd()])
+def test_every_default_and_bound_is_in_its_description(crd: dict[str, Any]) -> None:
+    for path, child in _properties(_schema(crd)):
+        description = child.get("description", "")
+        if "default" in child and "properties" not in child:
+            assert "Default: " in description, path
+        for bound in ("minimum", "maximum", "maxLength", "maxItems"):
+            if bound in child:
+                assert str(child[bound]).removesuffix(".0") in description, (path, bound)
 
 
 def test_defaults_and_bounds_come_from_the_gateway_configuration() -> None:

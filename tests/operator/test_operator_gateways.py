@@ -174,6 +174,28 @@ def test_status_follows_deployment_readiness_and_generation(
     assert "READY" in cluster.kubectl("get", "rtgw", "-n", ns)
 
 
+def test_kubectl_get_shows_replicas_in_effect_and_the_ready_reason(
+    cluster: Cluster, ns: str, nats_server: EmbeddedNats
+) -> None:
+    def row() -> dict[str, str]:
+        return cluster.row("rtgw", "edge", ns)
+
+    cluster.apply(gateway("edge", ns, nats_server.url, replicas=2))
+    cluster.wait_condition(GW, "edge", ns, "Ready", "False", "SecretNotFound")
+    assert eventually(lambda: row()["REASON"] == "SecretNotFound")
+    assert row()["READY"] == "False"
+    cluster.apply(secret("jwt", ns, secret="s"))
+    eventually(lambda: row()["REASON"] == "ReplicasNotReady")
+    make_ready(cluster, ns, 2)
+    expected = {"REPLICAS": "2", "AVAILABLE": "2", "READY": "True", "REASON": "ReplicasReady"}
+    eventually(lambda: {column: row()[column] for column in expected} == expected)
+    cluster.patch(GW, "edge", ns, {"spec": {"autoscaling": {"enabled": True, "minReplicas": 2}}})
+    eventually(lambda: cluster.get("horizontalpodautoscaler", "edge", ns))
+    # The autoscaler scales the Deployment; spec.replicas (2) no longer counts.
+    cluster.kubectl("scale", "deployment/edge", "-n", ns, "--replicas=4")
+    eventually(lambda: row()["REPLICAS"] == "4")
+
+
 def test_missing_secret_is_a_condition_and_an_event_then_recovers(
     cluster: Cluster, ns: str, nats_server: EmbeddedNats
 ) -> None:
@@ -211,5 +233,8 @@ def test_kubectl_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
 
     text = eventually(explained)
     assert "Open connections one user may hold across all replicas." in text
+    limit = cluster.kubectl("explain", "rtgw.spec.limits.maxMessageBytes")
+    assert "Default: 1048576." in limit
+    assert "Minimum: 256. Maximum: 67108864." in limit
     channel_text = cluster.kubectl("explain", "rtch.spec.deletionPolicy")
     assert "Delete removes it with its messages" in channel_text

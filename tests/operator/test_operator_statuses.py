@@ -64,6 +64,22 @@ def test_gateway_status_is_written_in_the_api_spelling() -> None:
     assert "lastTransitionTime" in patch["conditions"][0]
 
 
+def test_gateway_status_reports_the_replicas_in_effect_even_while_autoscaling() -> None:
+    assert (
+        status_patch(gateway_status(SPEC, REF, deployment(ready=2), [], []))["desiredReplicas"] == 2
+    )
+    scaled = SPEC.model_copy(
+        update={"autoscaling": SPEC.autoscaling.model_copy(update={"enabled": True})}
+    )
+    assert (
+        gateway_status(scaled, REF, deployment(ready=2, replicas=7), [], []).desired_replicas == 7
+    )
+    assert (
+        gateway_status(scaled, REF, None, [], []).desired_replicas
+        == scaled.autoscaling.min_replicas
+    )
+
+
 def test_a_rollout_in_progress_is_progressing() -> None:
     status = gateway_status(SPEC, REF, deployment(ready=2, updated=1), [], [])
     assert by_type(status)["Progressing"]["reason"] == "RollingOut"

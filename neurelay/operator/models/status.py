@@ -43,6 +43,12 @@ class RealtimeGatewayStatus(SpecModel):
         None, ge=0, description="metadata.generation last reconciled."
     )
     replicas: int | None = Field(None, ge=0, description="Gateway pods that exist.")
+    desired_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="Gateway pods in effect: spec.replicas, or while autoscaling the "
+        "autoscaler's current choice.",
+    )
     ready_replicas: int | None = Field(None, ge=0, description="Gateway pods ready for traffic.")
     selector: str | None = Field(
         None, description="Label selector of the gateway pods (for the scale subresource)."
