@@ -22,6 +22,7 @@ import pytest
 
 from neurelay.gateway.bus import admission_bucket
 from tests.support.processes import GatewayProcess
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -201,3 +202,45 @@ async def test_idle_connections_cost_no_writes_to_the_connection_table(
     # 3.5 s hold at most 3 or 4 of them, never one per user (205 here).
     assert idle_with_few <= 4
     assert idle_with_many <= 4
+
+
+@pytest.fixture
+async def proxy(shared_nats):
+    """A cuttable link to the shared NATS (stopped after the gateways that use it)."""
+    proxy = TcpProxy("127.0.0.1", shared_nats.port)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+async def test_after_an_outage_longer_than_the_lease_a_replica_counts_its_connections_again(
+    proxy, make_config, gateway_factory, token: Callable[..., str]
+) -> None:
+    limits = {"connections_per_user": 1, "connection_lease_seconds": 3}
+    holder = await gateway_factory(make_config(nats_url=proxy.url, limits=limits))
+    other = await gateway_factory(make_config(limits=limits))
+    async with aiohttp.ClientSession() as http:
+        held = await _try_connect(http, holder, token())
+        assert held is not None
+        assert await _try_connect(http, other, token()) is None
+        # The holder loses NATS for longer than its heartbeat lives: meanwhile its
+        # connection stops counting, and the other replica admits and releases one,
+        # which drops the holder's entry from the table.
+        await proxy.stop()  # links dropped, new ones refused: NATS is gone for the holder
+        await asyncio.sleep(4)
+        meanwhile = await _try_connect(http, other, token())
+        assert meanwhile is not None
+        await meanwhile.close()
+        proxy.restore()
+        await proxy.start()
+        # Back on NATS, the holder puts its entry back (at its next heartbeat).
+        refused = False
+        for _ in range(100):
+            ws = await _try_connect(http, other, token())
+            if ws is None:
+                refused = True
+                break
+            await ws.close()
+            await asyncio.sleep(0.1)
+        assert refused
+        assert not held.closed
