@@ -75,6 +75,7 @@ def values_schema() -> dict[str, Any]:
     channel["properties"].pop("gateway", None)
     channel["required"] = [r for r in channel.get("required", []) if r != "gateway"]
     port = {"type": "integer", "minimum": 1, "maximum": 65535}
+    address = {"type": "string", "minLength": 1, "maxLength": 253, "pattern": r"^[^\s/]+$"}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "Values of the neurelay chart",
@@ -103,7 +104,9 @@ def values_schema() -> dict[str, Any]:
                     "watchNamespace": {"anyOf": [{"const": ""}, _NAME]},
                     "peering": _NAME,
                     "logLevel": {"enum": ["DEBUG", "INFO", "WARNING"]},
+                    "livenessAddress": address,
                     "livenessPort": port,
+                    "metricsAddress": address,
                     "metricsPort": port,
                     "resources": _section(
                         {"requests": _OBJECT, "limits": _OBJECT}, "Container resources."

@@ -4,8 +4,9 @@ kopf runs underneath with peering, so several replicas may run and only
 the one with the highest priority acts (each replica picks a random
 priority unless given one; same-priority peers would all pause). The
 peering object is created if missing. kopf serves the liveness endpoint
-(`/healthz` on the liveness port); Prometheus metrics are served on the
-metrics port (`/metrics`). SIGTERM and SIGINT stop it cleanly.
+(`/healthz` on the liveness address and port); Prometheus metrics are served
+on the metrics address and port (`/metrics`). SIGTERM and SIGINT stop it
+cleanly.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import random
 from typing import TYPE_CHECKING, Any
 
-from neurelay.operator.settings import DEFAULT_PEERING, OperatorSettings
+from neurelay.operator.settings import DEFAULT_PEERING, OperatorSettings, ServingSettings
 
 if TYPE_CHECKING:
     import kopf
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 # kopf, kubernetes_asyncio and the handlers are imported when the operator starts, so
 # `add_arguments` costs the `neurelay` command nothing.
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `neurelay operator` options (the CLI adds them and calls `main_from_args`)."""
@@ -38,10 +37,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch only this Kubernetes namespace (default: the whole cluster)",
     )
     parser.add_argument(
-        "--liveness-port", type=int, default=8081, help="port of /healthz (0 = none)"
+        "--liveness-address",
+        default=ServingSettings.liveness_address,
+        help="address /healthz binds to (default: every interface)",
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=9090, help="port of /metrics (0 = none)"
+        "--liveness-port",
+        type=int,
+        default=ServingSettings.liveness_port,
+        help="port of /healthz (0 = none)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default=ServingSettings.metrics_address,
+        help="address /metrics binds to (default: every interface)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=ServingSettings.metrics_port,
+        help="port of /metrics (0 = none)",
     )
     parser.add_argument(
         "--peering",
@@ -75,8 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main_from_args(args: argparse.Namespace) -> int:
     return run_operator(
         args.namespace,
-        args.liveness_port or None,
-        metrics_port=args.metrics_port or None,
+        ServingSettings(
+            liveness_address=args.liveness_address,
+            liveness_port=args.liveness_port or None,
+            metrics_address=args.metrics_address,
+            metrics_port=args.metrics_port or None,
+        ),
         peering=None if args.standalone else args.peering,
         priority=args.priority,
         settings=OperatorSettings(
@@ -91,9 +110,8 @@ def main_from_args(args: argparse.Namespace) -> int:
 
 def run_operator(
     namespace: str | None,
-    liveness_port: int | None,
+    serving: ServingSettings,
     *,
-    metrics_port: int | None = None,
     peering: str | None = DEFAULT_PEERING,
     priority: int | None = None,
     settings: OperatorSettings | None = None,
@@ -104,22 +122,22 @@ def run_operator(
     from prometheus_client import start_http_server
 
     from neurelay.operator.kube import KubeError
+    from neurelay.operator.logs import configure_logging
     from neurelay.operator.metrics import OperatorMetrics
 
     if kubeconfig is not None:
         # kopf's own client logs in through $KUBECONFIG; keep both clients on one cluster.
         os.environ["KUBECONFIG"] = kubeconfig
-    logging.basicConfig(level=log_level, format=LOG_FORMAT)
-    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)  # bodies at DEBUG
+    configure_logging(log_level)
     log = logging.getLogger("neurelay.operator")
     metrics = OperatorMetrics()
-    if metrics_port:
-        start_http_server(metrics_port, registry=metrics.registry)
+    if serving.metrics_port:
+        start_http_server(serving.metrics_port, serving.metrics_address, metrics.registry)
     try:
         asyncio.run(
             _operate(
                 namespace=namespace,
-                liveness_port=liveness_port,
+                liveness_endpoint=serving.liveness_endpoint(),
                 peering=peering,
                 priority=priority,
                 settings=settings or OperatorSettings(),
@@ -158,7 +176,7 @@ def kopf_settings(log_level: int = logging.WARNING) -> kopf.OperatorSettings:
 async def _operate(
     *,
     namespace: str | None,
-    liveness_port: int | None,
+    liveness_endpoint: str | None,
     peering: str | None,
     priority: int | None,
     settings: OperatorSettings,
@@ -197,7 +215,7 @@ async def _operate(
             standalone=peering is None,
             peering_name=peering,
             priority=priority,
-            liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+            liveness_endpoint=liveness_endpoint,
             **options,
         )
     finally:

@@ -1,7 +1,8 @@
-"""OperatorSettings: the operator's tunables (intervals, back-off, NATS timeouts, peering).
+"""The operator's tunables: OperatorSettings (intervals, back-off, NATS timeouts) and
+ServingSettings (where /healthz and /metrics listen).
 
 Passed explicitly to everything that needs them; `neurelay operator`
-builds one from its command-line arguments and tests shorten the intervals.
+builds them from its command-line arguments and tests shorten the intervals.
 """
 
 from __future__ import annotations
@@ -35,3 +36,29 @@ class OperatorSettings:
     def backoff(self, retry: int) -> float:
         """Delay before retry number `retry` (0-based): exponential, capped, jittered."""
         return Backoff(self.retry_base_seconds, self.retry_max_seconds).delay(retry)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSettings:
+    """Where the operator serves kopf's liveness endpoint (/healthz) and its metrics (/metrics)."""
+
+    liveness_address: str = "0.0.0.0"
+    """Address /healthz binds to: every IPv4 interface, so the kubelet's probe reaches it."""
+
+    liveness_port: int | None = 8081
+    """Port of /healthz; None serves none."""
+
+    metrics_address: str = "0.0.0.0"
+    """Address /metrics binds to: every IPv4 interface, so Prometheus can scrape the pod."""
+
+    metrics_port: int | None = 9090
+    """Port of /metrics; None serves none."""
+
+    def liveness_endpoint(self) -> str | None:
+        """The URL kopf serves /healthz on, or None."""
+        if self.liveness_port is None:
+            return None
+        host = (
+            f"[{self.liveness_address}]" if ":" in self.liveness_address else self.liveness_address
+        )
+        return f"http://{host}:{self.liveness_port}/healthz"

@@ -38,6 +38,8 @@ MATRIX = {
         "metrics.serviceMonitor.enabled=true",
         "--set",
         "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "operator.metricsAddress=127.0.0.1",
     ],
 }
 
@@ -120,6 +122,8 @@ def test_defaults_render_a_hardened_two_replica_operator_and_the_default_platfor
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "--liveness-address=0.0.0.0" in container["args"]
+    assert "--metrics-address=0.0.0.0" in container["args"]
     (gateway,) = by_kind(objects, "RealtimeGateway")
     assert gateway["spec"]["nats"]["url"] == "nats://nats.messaging:4222"
     assert gateway["spec"]["image"] == "ghcr.io/neurectomy/neurelay:0.1.0"
@@ -144,7 +148,9 @@ def test_watching_one_namespace_uses_a_role_there_and_service_monitors_are_optio
     (role,) = by_kind(objects, "Role")
     assert role["metadata"]["namespace"] == "team-a"
     (deployment,) = by_kind(objects, "Deployment")
-    assert "--namespace=team-a" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args
+    assert "--metrics-address=127.0.0.1" in args
     assert len(by_kind(objects, "ServiceMonitor")) == 2
     (dashboard,) = [
         c for c in by_kind(objects, "ConfigMap") if "dashboard" in c["metadata"]["name"]
