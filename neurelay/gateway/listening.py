@@ -120,7 +120,8 @@ class Doorman:
         transport = request.transport
         if transport is None:
             return await handler(request)
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        # Only a bodiless GET may leave: a body trickled behind an upgrade header must not.
+        if request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket":
             handle = self._pending.pop(transport, None)
             if handle is not None:
                 handle.cancel()

@@ -19,6 +19,10 @@ import pytest
 from tests.abuse.bystander import Bystander, scaled
 
 HALF_UPGRADE = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upg"
+HALF_BODY = (
+    "POST /api/v1/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    'Authorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n{{"channel": '
+)
 
 
 class Sockets:
@@ -65,11 +69,15 @@ def _cut(running: Any, reason: str) -> float:
 async def test_silent_half_sent_and_trickling_connections_are_closed_at_the_deadline(
     make_config: Any, gateway_factory: Any, connect: Any, token: Any, sockets: Sockets
 ) -> None:
-    running = await gateway_factory(make_config(server={"handshake_timeout_seconds": 1.0}))
+    config = make_config(
+        server={"handshake_timeout_seconds": 1.0}, nats={"request_timeout_seconds": 1.0}
+    )
+    running = await gateway_factory(config)
     bystander = await Bystander(connect, running.ws_url, token(user="bystander")).start()
     count = scaled(10, 200)
     await sockets.open(running.port, count)
     await sockets.open(running.port, count, HALF_UPGRADE)
+    await sockets.open(running.port, count, HALF_BODY.format(token=token()).encode())
     await sockets.open(running.port, count, b"G")
 
     async def trickle() -> None:
@@ -88,7 +96,7 @@ async def test_silent_half_sent_and_trickling_connections_are_closed_at_the_dead
         with contextlib.suppress(asyncio.CancelledError):
             await loris
 
-    assert _cut(running, "deadline") >= 3 * count
+    assert _cut(running, "deadline") >= 4 * count
     fresh = await connect(running.ws_url, token(user="fresh"))
     assert (await fresh.request({"type": "ping"}))["type"] == "pong"
     await bystander.finish()
