@@ -293,14 +293,24 @@ class Bus:
         return True
 
     async def table_keys(self, pattern: str) -> list[str]:
-        """Keys matching `pattern` (a NATS subject filter within the bucket)."""
+        """Keys matching `pattern` (a NATS subject filter within the bucket).
+
+        Read with a filtered watch: nats-py's `keys(filters=...)` matches substrings.
+        """
         kv = await self.lease_bucket()
+        keys: list[str] = []
         try:
-            return await kv.keys(filters=[pattern])
-        except nats.js.errors.NoKeysError:
-            return []
+            watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
+            try:
+                timeout = self.settings.request_timeout_seconds
+                # None: the watch has caught up.
+                while (entry := await watcher.updates(timeout)) is not None:  # type: ignore[no-untyped-call]
+                    keys.append(entry.key)
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
         except NATS_ERRORS as e:
             raise bus_error(e, "connection table failed") from e
+        return keys
 
 
 def admission_bucket(prefix: str) -> str:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import aiohttp
 import nats
+import orjson
 import pytest
 
+from neurelay.gateway.admission import user_key
 from neurelay.gateway.bus import admission_bucket
 from tests.support.processes import GatewayProcess
 from tests.support.tcpproxy import TcpProxy
@@ -244,3 +246,28 @@ async def test_after_an_outage_longer_than_the_lease_a_replica_counts_its_connec
             await asyncio.sleep(0.1)
         assert refused
         assert not held.closed
+
+
+async def test_a_dead_replica_found_once_is_swept_from_every_users_table(
+    gateway_factory, make_config
+) -> None:
+    running = await gateway_factory(make_config(limits={"connections_per_user": 1}))
+    await running.gateway.wait_until_connected(10)
+    bus, registry = running.gateway.bus, running.gateway.registry
+    dead = "00dead00dead00de"  # a replica id with no heartbeat: crashed long ago
+    for user in ("ghost-1", "ghost-2", "returning"):
+        entry = orjson.dumps({f"{dead}-{user}": dead})
+        assert await bus.table_write(user_key(user), entry, None)
+
+    # The user who comes back is admitted at once: the dead replica's entry does not count.
+    assert await registry.acquire("returning", registry.new_connection_id())
+
+    # And the users who never come back do not keep its entries either.
+    async def leftover() -> list[bytes | None]:
+        return [(await bus.table_read(user_key(u)))[0] for u in ("ghost-1", "ghost-2")]
+
+    for _ in range(200):
+        if all(value in (None, b"{}") for value in await leftover()):
+            break
+        await asyncio.sleep(0.05)
+    assert all(value in (None, b"{}") for value in await leftover())
