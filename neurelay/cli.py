@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from neurelay import __version__
 from neurelay.auth import mint_token
 from neurelay.config import (
     AuthSettings,
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurelay", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     dev = commands.add_parser("dev", help="run a gateway with an embedded NATS, for development")

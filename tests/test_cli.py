@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import re
@@ -32,6 +33,12 @@ async def _neurelay(*args: str, env: dict[str, str] | None = None) -> tuple[int,
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def test_version_option_prints_the_package_version():
+    code, out, _ = await _neurelay("--version")
+    assert code == 0
+    assert out.strip() == f"neurelay {importlib.metadata.version('neurelay')}"
 
 
 async def test_token_command_signs_the_requested_claims():
