@@ -74,6 +74,12 @@ REQUIRED_BINARIES: Final = ("etcd", "kube-apiserver", "kubectl")
 CONTROLLER_MANAGER: Final = "kube-controller-manager"
 
 _LOOPBACK: Final = "127.0.0.1"
+_IN_CLUSTER_NAMES: Final = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
 _LOG_TAIL_LINES: Final = 40
 
 
@@ -236,6 +242,9 @@ def _generate_pki(cert_dir: Path) -> _Pki:
         ExtendedKeyUsageOID.SERVER_AUTH,
         [
             x509.DNSName("localhost"),
+            # The in-cluster names, for clients that log in the way pods do (kopf's
+            # service-account login dials https://kubernetes.default.svc).
+            *(x509.DNSName(name) for name in _IN_CLUSTER_NAMES),
             x509.IPAddress(ipaddress.ip_address(_LOOPBACK)),
             x509.IPAddress(ipaddress.ip_address("::1")),
         ],
