@@ -2,7 +2,8 @@
 # The end-to-end scenarios on a real Kubernetes cluster (kind), through ingress-nginx.
 #
 # Needs: docker, kind, kubectl, helm, and this repository's virtualenv (.venv, from the
-# README's first command). Creates the cluster, builds and loads the image, installs a
+# README's first command). Creates the cluster, builds the image with scripts/build-image
+# (cached; docker builds it here) and loads its archive, installs a
 # 3-node NATS cluster with JetStream and the neurelay chart, then runs the same client
 # scenarios as the local e2e suite (e2e/scenarios.py) through the ingress, disturbing the
 # cluster meanwhile: a gateway pod killed, a NATS pod killed, a gateway rollout (drain).
@@ -42,8 +43,8 @@ kubectl wait -n ingress-nginx --for=condition=Ready pod \
   -l app.kubernetes.io/component=controller --timeout=180s
 
 log "building and loading $image"
-docker build -t "$image" "$root"
-kind load docker-image "$image" --name "$cluster"
+archive="$("$root/scripts/build-image" --tag "$image")"
+kind load image-archive "$archive" --name "$cluster"
 
 log "installing a 3-node NATS cluster with JetStream"
 helm repo add nats https://nats-io.github.io/k8s/helm/charts/ >/dev/null
