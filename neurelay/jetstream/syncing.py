@@ -13,6 +13,7 @@ refused the request.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Literal
 
 import nats.js.errors
@@ -25,6 +26,9 @@ from neurelay.jetstream.streams import StreamDrift, stream_drift
 Action = Literal["created", "updated", "unchanged", "incompatible"]
 # What callers hold to manage streams with, without importing nats-py themselves.
 JetStream = JetStreamContext
+Stream = StreamInfo
+# JetStream answers STREAM.LIST with at most this many streams per request.
+_LIST_PAGE = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,3 +85,28 @@ async def delete_stream(js: JetStream, name: str) -> bool:
         return False
     except NATS_ERRORS as e:
         raise bus_error(e, f"cannot delete stream {name}") from e
+
+
+async def list_streams(js: JetStream, subject: str) -> dict[str, StreamInfo]:
+    """Every stream holding subjects that overlap `subject` (e.g. `prefix.s.>`), by name.
+
+    One request per 256 streams. nats-py's `streams_info` cannot filter by
+    subject, so the request uses the JetStream API's own `subject` filter.
+    """
+    streams: dict[str, StreamInfo] = {}
+    offset = 0
+    while True:
+        request = json.dumps({"offset": offset, "subject": subject}).encode()
+        try:
+            response = await js._api_request(
+                f"{js._prefix}.STREAM.LIST", request, timeout=js._timeout
+            )
+        except NATS_ERRORS as e:
+            raise bus_error(e, f"cannot list the streams of {subject}") from e
+        page = response.get("streams") or []
+        for item in page:
+            info = StreamInfo.from_response(item)
+            streams[info.config.name or ""] = info
+        offset += len(page)
+        if len(page) < _LIST_PAGE or offset >= int(response.get("total") or 0):
+            return streams

@@ -6,8 +6,10 @@ drift-corrected, adopted, refused) is decided by `outcomes` and written as a
 typed status by `statuses`. A Channel that loses the election for its
 (gateway, channel namespace) is reported as a conflict and touches nothing.
 On deletion, `release_channel` deletes or retains the stream by the
-Channel's deletionPolicy. After a change, the gateway is reconciled too, so
-its ConfigMap serves the Channel's settings.
+Channel's deletionPolicy. After a change, a reconcile of the gateway is
+asked for (coalesced: a burst of Channels costs a few), so its ConfigMap
+serves the Channel's settings. The election reads the operator's
+`directory`, not a listing of the namespace.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import pydantic
 
-from neurelay.errors import BusError, BusUnavailable, NeurelayError
+from neurelay.errors import BusError, BusUnavailable
 from neurelay.jetstream.streams import desired_stream
 from neurelay.jetstream.syncing import JetStream, delete_stream, stream_info, sync_stream
 from neurelay.operator.context import (
@@ -35,8 +37,6 @@ from neurelay.operator.context import (
     reconcilable,
     write_status,
 )
-from neurelay.operator.election import channel_owner
-from neurelay.operator.gateways import reconcile_gateway
 from neurelay.operator.kube import SecretMissing
 from neurelay.operator.models import ChannelSpec, NatsConnection, RealtimeGatewaySpec
 from neurelay.operator.naming import subject_prefix
@@ -66,18 +66,11 @@ async def reconcile_channel(
             return
         gateway_name = (body.get("spec") or {}).get("gateway")
         try:
-            await _reconcile_channel(ctx, body, log, notify or no_events, retry)
+            await _reconcile_channel(ctx, body, log, notify or ctx.notifier(body), retry)
         finally:
             if sync_gateway and gateway_name:
-                await _sync_gateway_quietly(ctx, namespace, gateway_name, log)
-
-
-async def _sync_gateway_quietly(ctx: Context, namespace: str, gateway: str, log: Log) -> None:
-    """Refresh the gateway's ConfigMap after a Channel change; its own failures are its own."""
-    try:
-        await reconcile_gateway(ctx, namespace, gateway, log)
-    except NeurelayError as e:
-        log.info("RealtimeGateway %s/%s not refreshed: %s", namespace, gateway, e)
+                # The gateway's ConfigMap lists its Channels; its failures are its own.
+                ctx.syncs.request(namespace, gateway_name)
 
 
 async def _reconcile_channel(
@@ -117,12 +110,7 @@ async def _reconcile_channel(
             "GatewayNotFound", f"RealtimeGateway {spec.gateway!r} does not exist in {namespace}"
         )
         return
-    owner = channel_owner(
-        await ctx.kube.list(*CHANNEL, namespace),
-        spec.gateway,
-        spec.namespace,
-        include_deleting=True,
-    )
+    owner = ctx.directory.owner(namespace, spec.gateway, spec.namespace, include_deleting=True)
     if owner != name:
         await report(
             False,
@@ -210,7 +198,7 @@ async def release_channel(
     async with ctx.lock("channel", namespace, name):
         await _release_channel(ctx, body, log, notify or no_events, retry)
     if gateway_name:
-        await _sync_gateway_quietly(ctx, namespace, gateway_name, log)
+        ctx.syncs.request(namespace, gateway_name)
 
 
 async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, retry: int) -> None:
@@ -222,12 +210,7 @@ async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, r
         spec = ChannelSpec.model_validate(body.get("spec") or {})
     except pydantic.ValidationError:
         return
-    owner = channel_owner(
-        await ctx.kube.list(*CHANNEL, namespace),
-        spec.gateway,
-        spec.namespace,
-        include_deleting=True,
-    )
+    owner = ctx.directory.owner(namespace, spec.gateway, spec.namespace, include_deleting=True)
     if owner != name:
         return  # a losing claimant never touched the stream
     stream = stream_name(subject_prefix(namespace, spec.gateway), spec.namespace)

@@ -1,9 +1,11 @@
 """Context: what every reconcile shares, and the small steps all of them take.
 
 One `Context` per operator process holds the settings, the Kubernetes and
-NATS clients, the metrics, one lock per resource and the set of paused
-resources. Around it: fetching an object worth reconciling (not gone, not
-being deleted, not paused), noticing a resume from raw watch events (kopf
+NATS clients, the metrics, one lock per resource, the set of paused
+resources, the `directory` of Channels and gateways, the watch of the
+gateways' children and the coalesced gateway reconciles (`syncs`).
+Around it: fetching an object worth reconciling (not gone, not being
+deleted, not paused), noticing a resume from raw watch events (kopf
 does not see annotation-only changes as updates), and writing status only
 when it changes. Free of kopf: handlers turn `RetryLater` into
 `kopf.TemporaryError`, and Events go through the `Notify` callback they pass.
@@ -23,9 +25,12 @@ from neurelay.errors import NeurelayError
 from neurelay.jetstream.pool import NatsPool
 from neurelay.operator import API_VERSION
 from neurelay.operator import conditions as cond
+from neurelay.operator.coalescing import Coalescer
+from neurelay.operator.directory import Directory
 from neurelay.operator.kube import Kube
 from neurelay.operator.metrics import OperatorMetrics
 from neurelay.operator.settings import PAUSED_ANNOTATION, OperatorSettings
+from neurelay.operator.watching import ChildWatch
 
 Body = Mapping[str, Any]
 EventType = Literal["Normal", "Warning"]
@@ -54,6 +59,12 @@ class Context:
     metrics: OperatorMetrics
     locks: dict[tuple[str, str, str], asyncio.Lock] = dataclasses.field(default_factory=dict)
     paused: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
+    directory: Directory = dataclasses.field(default_factory=Directory)
+    children: ChildWatch = dataclasses.field(default_factory=ChildWatch)
+    # Events about any object (kopf's, once the handlers are registered).
+    notifier: Callable[[Body], Notify] = lambda body: no_events
+    # Asks for gateway reconciles, coalesced (set up by `gateways.start_syncs`).
+    syncs: Coalescer = dataclasses.field(init=False)
 
     def lock(self, kind: str, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault((kind, namespace, name), asyncio.Lock())

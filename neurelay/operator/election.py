@@ -4,55 +4,48 @@ Several Channels may claim the same (gateway, channel namespace); the oldest
 claimant (by creation time, then name) governs it and the others are
 reported as conflicts and ignored. A Channel being deleted keeps governing
 until its finalizer lets go, so a younger claimant cannot take over a stream
-that is still being released.
+that is still being released. The claimants come from the operator's
+`directory`, already narrowed to one gateway (or one channel namespace).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-import pydantic
+from collections.abc import Iterable
+from typing import Protocol
 
 from neurelay.operator.models import ChannelSpec
 
-Body = Mapping[str, Any]
+
+class Claimant(Protocol):
+    """A Channel as the election sees it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def deleting(self) -> bool: ...
+
+    @property
+    def spec(self) -> ChannelSpec: ...
+
+    @property
+    def age_key(self) -> tuple[str, str]:
+        """Older first (creation time), then by name for the same second."""
+        ...
 
 
-def age_key(item: Body) -> tuple[str, str]:
-    """Sort key: older first (creation time), then by name for the same second."""
-    return (str(item["metadata"].get("creationTimestamp", "")), str(item["metadata"]["name"]))
-
-
-def served_channels(items: Iterable[Body], gateway: str) -> list[ChannelSpec]:
-    """The winning valid, not deleting, Channel of each channel namespace of `gateway`."""
-    winners: dict[str, tuple[tuple[str, str], ChannelSpec]] = {}
-    for item in items:
-        if item["metadata"].get("deletionTimestamp"):
-            continue
-        try:
-            spec = ChannelSpec.model_validate(item.get("spec") or {})
-        except pydantic.ValidationError:
-            continue
-        if spec.gateway != gateway:
-            continue
-        key = age_key(item)
-        if spec.namespace not in winners or key < winners[spec.namespace][0]:
-            winners[spec.namespace] = (key, spec)
-    return [winners[ns][1] for ns in sorted(winners)]
-
-
-def channel_owner(
-    items: Iterable[Body], gateway: str, channel_namespace: str, *, include_deleting: bool
-) -> str | None:
-    """Name of the Channel that governs (gateway, channel namespace): the oldest claimant."""
-    claimants = []
-    for item in items:
-        if item["metadata"].get("deletionTimestamp") and not include_deleting:
-            continue
-        spec = item.get("spec") or {}
-        if spec.get("gateway") == gateway and spec.get("namespace") == channel_namespace:
-            claimants.append(item)
-    if not claimants:
+def channel_owner(claimants: Iterable[Claimant], *, include_deleting: bool) -> str | None:
+    """Name of the Channel governing its namespace: the oldest of the claimants."""
+    eligible = [c for c in claimants if include_deleting or not c.deleting]
+    if not eligible:
         return None
-    return str(min(claimants, key=age_key)["metadata"]["name"])
+    return min(eligible, key=lambda claimant: claimant.age_key).name
+
+
+def served_channels(claimants: Iterable[Claimant]) -> list[ChannelSpec]:
+    """The winning, not deleting, Channel of each channel namespace, by namespace."""
+    winners: dict[str, Claimant] = {}
+    for claimant in sorted(claimants, key=lambda claimant: claimant.age_key):
+        if not claimant.deleting:
+            winners.setdefault(claimant.spec.namespace, claimant)
+    return [winners[namespace].spec for namespace in sorted(winners)]

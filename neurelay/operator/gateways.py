@@ -3,8 +3,13 @@
 Everything for one gateway runs under the gateway's lock, and every write is
 idempotent (server-side apply), so a reconcile may be repeated at any time.
 A failure (missing Secret, API error, invalid spec) makes the gateway
-Degraded and not Ready with the reason, posts a Warning Event and retries
-with back-off (`RetryLater`); an invalid spec waits for the next change.
+Degraded and not Ready with the reason (naming any child that is missing),
+posts a Warning Event and retries with back-off (`RetryLater`); an invalid
+spec waits for the next change. A child deleted or changed by another
+client is restored by the same apply, with a `ChildRestored` Warning Event
+(`watching` tells drift from the operator's own writes); one that another
+client's change made impossible to apply over is replaced. Events ask for
+reconciles through `ctx.syncs`, coalesced per gateway (`start_syncs`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from typing import Any
 
 import pydantic
 
+from neurelay.operator.coalescing import Coalescer
 from neurelay.operator.context import (
-    CHANNEL,
     GATEWAY,
     Body,
     Context,
@@ -23,14 +28,12 @@ from neurelay.operator.context import (
     RetryLater,
     is_paused,
     meta,
-    no_events,
     reconcilable,
     write_status,
 )
-from neurelay.operator.election import served_channels
 from neurelay.operator.kube import KubeError, SecretMissing, digest
 from neurelay.operator.models import RealtimeGatewaySpec
-from neurelay.operator.naming import GatewayRef
+from neurelay.operator.naming import GatewayRef, config_map_name
 from neurelay.operator.render import render_children
 from neurelay.operator.statuses import (
     gateway_applied,
@@ -59,7 +62,18 @@ async def reconcile_gateway(
         body = await reconcilable(ctx, GATEWAY, namespace, name, log)
         if body is None:
             return
-        await _reconcile_gateway(ctx, body, log, notify or no_events, retry)
+        await _reconcile_gateway(ctx, body, log, notify or ctx.notifier(body), retry)
+
+
+def start_syncs(ctx: Context, log: Log) -> None:
+    """Route `ctx.syncs.request(namespace, name)` to coalesced `reconcile_gateway` calls."""
+
+    async def sync(namespace: str, name: str) -> None:
+        await reconcile_gateway(ctx, namespace, name, log)
+
+    ctx.syncs = Coalescer(
+        sync, log, ctx.settings.backoff, settle=ctx.settings.gateway_settle_seconds
+    )
 
 
 async def _reconcile_gateway(
@@ -69,6 +83,10 @@ async def _reconcile_gateway(
     conditions = list((body.get("status") or {}).get("conditions") or [])
 
     async def fail(reason: str, message: str, *, retry_later: bool = True) -> None:
+        children = {name, config_map_name(GatewayRef(namespace, name, ""))}
+        missing = ctx.children.missing(namespace, children)
+        if missing:
+            message = f"{message}; missing: {', '.join(missing)}"
         await write_status(ctx, GATEWAY, body, gateway_failure(conditions, reason, message))
         notify("Warning", reason, message)
         ctx.metrics.reconciliations.labels("RealtimeGateway", "retry").inc()
@@ -86,13 +104,18 @@ async def _reconcile_gateway(
             role: digest(await ctx.kube.secret_value(namespace, ref.name, ref.key))
             for role, ref in secret_refs(spec).items()
         }
-        channels = served_channels(await ctx.kube.list(*CHANNEL, namespace), name)
+        channels = ctx.directory.served(namespace, name)
         children = render_children(gateway, spec, channels, digests)
         deployment: dict[str, Any] | None = None
         for manifest in children.present():
-            applied = await ctx.kube.apply(manifest)
+            applied = await _apply(ctx, manifest)
             if manifest["kind"] == "Deployment":
                 deployment = applied
+            repaired = ctx.children.applied(applied)
+            if repaired is not None:
+                log.warning("RealtimeGateway %s/%s: %s", namespace, name, repaired)
+                notify("Warning", "ChildRestored", repaired)
+                ctx.metrics.reconciliations.labels("RealtimeGateway", "restored").inc()
         for attribute, api_version, kind in OPTIONAL_CHILDREN:
             if getattr(children, attribute) is None:
                 await ctx.kube.delete(api_version, kind, namespace, name)
@@ -113,6 +136,22 @@ async def _reconcile_gateway(
     await write_status(ctx, GATEWAY, body, status)
     ctx.metrics.reconciliations.labels("RealtimeGateway", "ok").inc()
     log.debug("RealtimeGateway %s/%s reconciled", namespace, name)
+
+
+async def _apply(ctx: Context, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply; replace a child another client's change made unappliable."""
+    try:
+        return await ctx.kube.apply(manifest)
+    except KubeError as e:
+        if e.status != 422 or not ctx.children.replace(manifest):
+            raise
+    # Fields another client added make the declared object invalid (e.g. a second port
+    # named http): apply leaves others' fields alone, so only a fresh object lets it back.
+    meta_ = manifest["metadata"]
+    await ctx.kube.delete(
+        manifest["apiVersion"], manifest["kind"], meta_["namespace"], meta_["name"]
+    )
+    return await ctx.kube.apply(manifest)
 
 
 async def refresh_gateway_status(

@@ -74,7 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=OperatorSettings.drift_interval_seconds,
         metavar="SECONDS",
-        help="how often each Channel's stream is compared with the server's",
+        help="how often each gateway's Channels are compared with its streams",
+    )
+    parser.add_argument(
+        "--gateway-resync",
+        type=float,
+        default=OperatorSettings.gateway_resync_seconds,
+        metavar="SECONDS",
+        help="how often each gateway is reconciled without any event (a safety net)",
     )
     parser.add_argument(
         "--retry-max",
@@ -100,6 +107,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         priority=args.priority,
         settings=OperatorSettings(
             drift_interval_seconds=args.drift_interval,
+            gateway_resync_seconds=args.gateway_resync,
             retry_base_seconds=min(OperatorSettings.retry_base_seconds, args.retry_max),
             retry_max_seconds=args.retry_max,
         ),
@@ -188,6 +196,7 @@ async def _operate(
 
     from neurelay.jetstream.pool import NatsPool
     from neurelay.operator.context import Context
+    from neurelay.operator.gateways import start_syncs
     from neurelay.operator.handlers import build_registry
     from neurelay.operator.kube import Kube
 
@@ -204,6 +213,7 @@ async def _operate(
                 priority = random.randint(1, 1_000_000)
             log.info("peering %r with priority %d", peering, priority)
         ctx = Context(settings=settings, kube=kube, nats=nats, metrics=metrics)
+        start_syncs(ctx, log)
         options: dict[str, Any] = {}
         if namespace is None:
             options["clusterwide"] = True

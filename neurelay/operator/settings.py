@@ -22,7 +22,15 @@ DEFAULT_PEERING = "neurelay-operator"
 @dataclasses.dataclass(frozen=True)
 class OperatorSettings:
     drift_interval_seconds: float = 30.0
-    """How often each Channel's stream is compared with the server's (kopf timer)."""
+    """How often each gateway's Channels are compared with its streams (one listing a gateway)."""
+
+    gateway_resync_seconds: float = 300.0
+    """How often each RealtimeGateway is reconciled without any event: a safety net behind the
+    watches of its children and Secrets (a missed watch event, a label removed by hand)."""
+
+    gateway_settle_seconds: float = 0.5
+    """How long a gateway reconcile asked for by an event waits for more asks, so that a burst
+    (1,000 Channels applied at once) rewrites the gateway's ConfigMap a few times, not 1,000."""
 
     retry_base_seconds: float = 2.0
     """First retry delay after a failure; doubles with each retry (each delay jittered)."""

@@ -10,6 +10,7 @@ from nats.js.api import StreamInfo, StreamState
 from neurelay.config import NamespaceSettings
 from neurelay.jetstream.streams import desired_stream, stream_drift
 from neurelay.jetstream.syncing import StreamOutcome
+from neurelay.operator.directory import ChannelEntry, index_channel
 from neurelay.operator.election import channel_owner, served_channels
 from neurelay.operator.outcomes import Event, Recorded, recorded, stream_outcome
 
@@ -117,33 +118,43 @@ def test_a_refused_channel_is_not_in_sync_so_its_refusal_keeps_its_message() -> 
 
 
 def channel(name: str, created: str, namespace: str = "agent", **extra: Any) -> dict[str, Any]:
-    metadata = {"name": name, "creationTimestamp": created, **extra}
+    metadata = {"name": name, "namespace": "prod", "creationTimestamp": created, **extra}
     return {"metadata": metadata, "spec": {"gateway": "edge", "namespace": namespace}}
 
 
+def claimants(*items: dict[str, Any]) -> list[ChannelEntry]:
+    """The Channels as the directory files them (invalid specs are not filed)."""
+    return [entry for item in items for entry in list(index_channel(item).values())[:1]]
+
+
 def test_the_oldest_claimant_governs_then_the_name_breaks_ties() -> None:
-    items = [
+    entries = claimants(
         channel("b", "2026-01-01T00:00:02Z"),
         channel("z", "2026-01-01T00:00:01Z"),
         channel("a", "2026-01-01T00:00:01Z"),
-    ]
-    assert channel_owner(items, "edge", "agent", include_deleting=False) == "a"
-    assert channel_owner(items, "other", "agent", include_deleting=False) is None
+    )
+    assert channel_owner(entries, include_deleting=False) == "a"
+    assert channel_owner([], include_deleting=False) is None
 
 
 def test_a_channel_being_deleted_keeps_governing_until_released() -> None:
-    items = [
+    entries = claimants(
         channel("old", "2026-01-01T00:00:01Z", deletionTimestamp="2026-01-02T00:00:00Z"),
         channel("young", "2026-01-01T00:00:05Z"),
-    ]
-    assert channel_owner(items, "edge", "agent", include_deleting=True) == "old"
-    assert channel_owner(items, "edge", "agent", include_deleting=False) == "young"
-    assert [s.namespace for s in served_channels(items, "edge")] == ["agent"]
+    )
+    assert channel_owner(entries, include_deleting=True) == "old"
+    assert channel_owner(entries, include_deleting=False) == "young"
+    assert [s.namespace for s in served_channels(entries)] == ["agent"]
 
 
-def test_served_channels_skip_invalid_specs_and_other_gateways() -> None:
+def test_served_channels_skip_invalid_specs_and_take_one_per_namespace() -> None:
     invalid = channel("bad", "2026-01-01T00:00:00Z", namespace="Not Valid")
-    other = {**channel("x", "2026-01-01T00:00:00Z", namespace="user")}
-    other["spec"] = {"gateway": "elsewhere", "namespace": "user"}
-    items = [invalid, other, channel("c", "2026-01-01T00:00:03Z", namespace="conversation")]
-    assert [s.namespace for s in served_channels(items, "edge")] == ["conversation"]
+    entries = claimants(
+        invalid,
+        channel("c2", "2026-01-01T00:00:04Z", namespace="conversation"),
+        channel("c", "2026-01-01T00:00:03Z", namespace="conversation"),
+        channel("u", "2026-01-01T00:00:03Z", namespace="user"),
+    )
+    assert len(entries) == 3
+    served = served_channels(entries)
+    assert [s.namespace for s in served] == ["conversation", "user"]
