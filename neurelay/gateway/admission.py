@@ -40,6 +40,9 @@ from neurelay.gateway.settings import LiveSettings
 
 # Compare-and-set attempts on one user's entry before giving up (then: local count only).
 _ATTEMPTS = 16
+# Table changes in flight at once: a storm of connects or closes (thousands at once) waits
+# its turn instead of sending NATS thousands of requests that then time out together.
+_CONCURRENT_CHANGES = 64
 
 
 def user_key(user: str) -> str:
@@ -70,6 +73,7 @@ class ConnectionRegistry:
         self._beat_at: float | None = None  # monotonic time of the last confirmed heartbeat
         self._sweeping: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._changes = asyncio.Semaphore(_CONCURRENT_CHANGES)
 
     def new_connection_id(self) -> str:
         return f"{self.replica}-{next(self._ids):x}"
@@ -165,6 +169,10 @@ class ConnectionRegistry:
 
         Writes only if the table changed; returns what `change` returned.
         """
+        async with self._changes:
+            return await self._change_now(key, change)
+
+    async def _change_now(self, key: str, change: Callable[[UserTable], bool]) -> bool:
         lease = self._live.config.limits.connection_lease_seconds
         for _ in range(_ATTEMPTS):
             value, revision = await self._bus.table_read(key)
