@@ -3,7 +3,8 @@
 It checks the upgrade (origin, optional token, connection limit), then reads
 frames into the Session and carries out the actions it returns: frames go to
 the outbox, admissions, subscriptions and publishes to the `Gateway`. Deadlines
-(authentication timeout, token expiry) are timer callbacks into the Session.
+(authentication timeout, token expiry) come from the loop's shared `Deadlines`
+as calls of `on_deadline`, into the Session.
 No protocol rule lives here.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from neurelay.errors import ProtocolError
+from neurelay.gateway.deadlines import deadlines
 from neurelay.gateway.masking import WebSocketResponse
 from neurelay.gateway.outbox import Outbox
 from neurelay.gateway.runtime import Gateway
@@ -31,6 +33,7 @@ from neurelay.gateway.session import (
     StartSubscription,
     StopSubscription,
 )
+from neurelay.gateway.trimming import trim
 from neurelay.gateway.web import GATEWAY_KEY, bearer_token, error_response, origin_allowed
 from neurelay.protocol import frames
 from neurelay.protocol.codecs import CODECS, JSON
@@ -72,6 +75,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 class Connection:
+    # Slots: every idle connection holds one; a __dict__ would cost it a few hundred bytes.
+    __slots__ = (
+        "_admitted_user",
+        "_closing",
+        "_deadlines",
+        "gateway",
+        "id",
+        "log",
+        "outbox",
+        "request",
+        "session",
+        "ws",
+    )
+
     def __init__(
         self, gateway: Gateway, codec: Any, ws: web.WebSocketResponse, request: web.Request
     ) -> None:
@@ -83,9 +100,8 @@ class Connection:
         self.outbox = Outbox(codec, gateway.live, self._on_overflow)
         self.log = gateway.log.getChild("connection")
         self._admitted_user: str | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines = deadlines()
         self._closing: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
 
     async def serve(self, token: str | None) -> web.StreamResponse:
         admit: Admit | None = None
@@ -109,15 +125,14 @@ class Connection:
                 self.gateway.metrics.upgrades_abandoned.inc()
                 return web.Response(status=400)  # nobody is left to read it
             raise
+        trim(self.request)
         transport = self.request.transport
+        self.outbox.start(self.ws)
         if not self.ws.compress and transport is not None:
             self.outbox.write_directly(self.ws, transport)
         gateway = self.gateway
         gateway.connections.add(self)
         gateway.metrics.connections.inc()
-        writer = self._writer = asyncio.create_task(
-            self.outbox.run(self.ws), name=f"neurelay-writer-{self.id}"
-        )
         try:
             if admit is not None:
                 await self._execute(self.session.admitted(admit.principal, True, None))
@@ -133,23 +148,20 @@ class Connection:
             self.log.exception("connection failed", extra={"connection": self.id})
             await self.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            await self._cleanup(writer)
+            await self._cleanup()
         return self.ws
 
-    async def _cleanup(self, writer: asyncio.Task[None]) -> None:
+    async def _cleanup(self) -> None:
         gateway = self.gateway
-        if self._timer is not None:
-            self._timer.cancel()
+        self._deadlines.cancel(self)
         gateway.connections.discard(self)
         gateway.metrics.connections.dec()
         if self._closing is not None and self._closing is not asyncio.current_task():
             await asyncio.wait({self._closing})
-        self.outbox.close()
-        writer.cancel()
-        await asyncio.wait({writer})
-        if not writer.cancelled() and writer.exception() is not None:
+        failure = await self.outbox.stop()
+        if failure is not None:
             # The socket broke under the writer; the rest of the clean-up must still run.
-            self.log.debug("writer ended: %r", writer.exception(), extra={"connection": self.id})
+            self.log.debug("writer ended: %r", failure, extra={"connection": self.id})
         await gateway.drop(self.outbox, list(self.session.subscriptions.values()))
         if self._admitted_user is not None:
             await gateway.release(self._admitted_user, self.id)
@@ -221,16 +233,9 @@ class Connection:
     # -- deadlines and closing ---------------------------------------------------------------
 
     def _schedule(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = self.session.next_deadline()
-        if deadline is not None:
-            delay = max(0.0, deadline - time.time())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._on_deadline)
+        self._deadlines.set(self, self.session.next_deadline())
 
-    def _on_deadline(self) -> None:
-        self._timer = None
+    def on_deadline(self) -> None:
         actions = self.session.tick(time.time())
         for action in actions:
             if isinstance(action, Send):
@@ -255,8 +260,7 @@ class Connection:
         if code is CloseCode.SLOW_CONSUMER:
             await self._close_slow_consumer(reason)
             return
-        if self._writer is not None:
-            await asyncio.wait({self._writer}, timeout=5.0)
+        await self.outbox.flushed(timeout=5.0)
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=5.0)
         except TimeoutError:
@@ -272,9 +276,9 @@ class Connection:
         if transport is None:
             return
         cut = asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE_SECONDS, transport.abort)
-        if self._writer is not None:
-            # Stuck waiting for the full socket to drain; frames are written whole before that.
-            self._writer.cancel()
+        # The writer may be stuck waiting for the full socket to drain; frames are written
+        # whole before that.
+        await self.outbox.stop()
         with contextlib.suppress(TimeoutError):
             # Its own close frame may never come: then the socket is closed once the client
             # has read up to ours (or cut at the end of the grace period).

@@ -8,7 +8,9 @@ fan-out hot path: no task switch per frame, and under load several messages
 per system call). With a `+batch` subprotocol the messages gathered (or
 queued) together travel in as few WebSocket frames as `BATCH_FRAME_BYTES`
 allows. Otherwise they are queued and the connection's writer task
-sends them, in order, with aiohttp's flow control. A client that stops
+sends them, in order, with aiohttp's flow control. The queue and the writer
+task exist only while frames wait (most connections are idle: a deque and a
+task each would cost them kilobytes). A client that stops
 reading fills its socket buffer, then its queue; at the configured frame or
 byte bound the outbox drops its queue and calls `on_overflow` once (the
 connection then closes it with 4005, the close frame right behind what the
@@ -94,6 +96,7 @@ def _flusher() -> _Flusher:
 
 class Outbox:
     __slots__ = (
+        "_failure",
         "_flusher",
         "_frames",
         "_gathered",
@@ -102,7 +105,7 @@ class Outbox:
         "_on_overflow",
         "_queued_bytes",
         "_transport",
-        "_wakeup",
+        "_writer",
         "_ws",
         "closed",
         "codec",
@@ -112,15 +115,20 @@ class Outbox:
         self.codec = codec
         self._live = live
         self._on_overflow = on_overflow
-        self._frames: deque[bytes] = deque()
+        self._frames: deque[bytes] | None = None  # while frames wait for the writer
         self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None  # while it sends them
+        self._failure: Exception | None = None  # what broke the writer
         self._transport: asyncio.WriteTransport | None = None
         self._ws: web.WebSocketResponse | None = None
         self._flusher: _Flusher | None = None
         self._gathered: list[bytes] | None = None
         self._gathered_bytes = 0
         self.closed = False
+
+    def start(self, ws: web.WebSocketResponse) -> None:
+        """Send frames over `ws`, once it is prepared."""
+        self._ws = ws
 
     def write_directly(self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport) -> None:
         """Let frames go straight to `transport`, `ws`'s socket (only without compression)."""
@@ -157,15 +165,19 @@ class Outbox:
                 return
         limits = self._live.config.limits
         size = len(data)
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
         if (
-            len(self._frames) >= limits.send_queue_frames
+            len(frames) >= limits.send_queue_frames
             or self._queued_bytes + size > limits.send_queue_bytes
         ):
             self.overflow()
             return
-        self._frames.append(data)
+        frames.append(data)
         self._queued_bytes += size
-        self._wakeup.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued(), name="neurelay-writer")
 
     def _gatherable(self, data: bytes, framed: bytes | None) -> bytes:
         """What the gathered list holds: payloads when batching (framed at the flush)."""
@@ -197,7 +209,7 @@ class Outbox:
             return
         self.close()
         self._gathered = None
-        self._frames.clear()
+        self._frames = None
         self._queued_bytes = 0
         self._on_overflow()
 
@@ -205,13 +217,26 @@ class Outbox:
         self.push(self.codec.encode(frame))
 
     def close(self) -> None:
-        """Stop accepting frames and let the writer finish."""
+        """Stop accepting frames; the writer still sends what is queued."""
         self.closed = True
-        self._wakeup.set()
 
-    def _take(self) -> bytes:
+    async def flushed(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds until the queued frames are written."""
+        if self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=timeout)
+
+    async def stop(self) -> Exception | None:
+        """Stop writing (what is still queued is dropped); the error the writer met, if any."""
+        self.closed = True
+        self._frames = None
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            await asyncio.wait({writer})
+        return self._failure
+
+    def _take(self, frames: deque[bytes]) -> bytes:
         """The next queued frame; when batching, as many queued messages as fit in one."""
-        frames = self._frames
         data = frames.popleft()
         self._queued_bytes -= len(data)
         codec = self.codec
@@ -227,15 +252,23 @@ class Outbox:
             taken.append(data)
         return taken[0] if len(taken) == 1 else separator.join(taken)
 
-    async def run(self, ws: web.WebSocketResponse) -> None:
-        """Write queued frames in order until the outbox is closed and empty."""
+    async def _write_queued(self) -> None:
+        """Write queued frames in order until none is left (the writer task)."""
         opcode = WSMsgType.BINARY if self.codec.binary else WSMsgType.TEXT
-        frames = self._frames
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while frames:
-                data = self._take()
-                await ws.send_frame(data, opcode)
-            if self.closed:
-                return
+        try:
+            ws = self._ws
+            if ws is None:
+                raise RuntimeError("Outbox.start was not called")
+            # Re-read each time: `stop` and `overflow` drop the queue.
+            while frames := self._frames:
+                await ws.send_frame(self._take(frames), opcode)
+            # No await between the last look at the queue and here: a frame queued from now
+            # on starts a new writer.
+            self._frames = None
+        except Exception as e:  # the socket broke: nothing more can be sent on it
+            self.closed = True
+            self._frames = None
+            self._failure = e
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None

@@ -79,6 +79,17 @@ class Phase(enum.Enum):
 class Session:
     """Protocol state of one connection; see the module docstring."""
 
+    __slots__ = (
+        "_bucket",
+        "auth_deadline",
+        "codec",
+        "connection_id",
+        "live",
+        "phase",
+        "principal",
+        "subscriptions",
+    )
+
     def __init__(self, connection_id: str, codec: Codec, live: LiveSettings, now: float) -> None:
         limits = live.config.limits
         self.connection_id = connection_id

@@ -1,0 +1,28 @@
+"""Trimming: after the upgrade, drop what aiohttp keeps from the HTTP phase.
+
+Most connections sit idle for hours, so what each one holds is what a
+gateway's memory grows by. aiohttp keeps its HTTP/1.1 request parser for a
+connection's whole life, though after a WebSocket upgrade its frame reader
+gets every byte, and the upgrade request caches its parsed query (the
+`?token=` copied once more). `trim` lets both go. It reaches into aiohttp's
+request handler (`_parser`) and request (`_cache`), which aiohttp has no
+public way to release; if a release renames them, nothing is trimmed (the
+connection is served all the same) and tests/gateway/test_idle_memory.py
+fails.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def trim(request: web.Request) -> None:
+    """Release the HTTP-phase state of `request`'s connection, now upgraded to a WebSocket."""
+    handler = request.protocol
+    # aiohttp reads with the HTTP parser only while `_payload_parser` is unset and the
+    # connection not upgraded; after the upgrade its frame reader is the payload parser.
+    if getattr(handler, "_upgraded", False) and getattr(handler, "_payload_parser", None):
+        handler._parser = None
+    cache = getattr(request, "_cache", None)
+    if isinstance(cache, dict):
+        cache.pop("query", None)
