@@ -6,10 +6,13 @@ one configured, so `alg: none` and algorithm-confusion tokens are refused.
 `exp` and `sub` are required; `exp`, `iat` and `nbf` must be finite numbers
 within sane bounds (an `exp` more than `MAX_TOKEN_LIFETIME_SECONDS` ahead is
 refused, so no time a reply carries can overflow 64 bits); `channels` and
-`publish` are lists of glob patterns (`agent:*`, `conversation:42`).
-`may_subscribe` and `may_publish` apply the rules of docs/protocol.md:
-`system` is readable by every authenticated user and `user:<sub>` only by its
-owner, whatever the patterns.
+`publish` are lists of glob patterns (`agent:*`, `conversation:42`); `info`
+is a JSON object of at most 1 KiB shown in presence; `admin: true` opens the
+server API; a lifetime over the configured `max_token_lifetime_seconds` is
+refused, which bounds how long a revocation must be remembered
+(`Revocations`). `may_subscribe` and `may_publish` apply the rules of
+docs/protocol.md: `system` is readable by every authenticated user and
+`user:<sub>` only by its owner, whatever the patterns.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 
 from neurelay.config import Audience, AuthSettings
 from neurelay.errors import ConfigError, ProtocolError
@@ -35,6 +39,7 @@ MAX_CLAIM_STRING = 256
 # Beyond any real token's life; keeps `exp` in milliseconds far inside a signed 64-bit integer.
 MAX_TOKEN_LIFETIME_SECONDS = 10 * 366 * 86_400
 _TIME_CLAIMS = ("exp", "iat", "nbf")
+MAX_INFO_BYTES = 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -45,10 +50,51 @@ class Principal:
     subscribe: tuple[str, ...]
     publish: tuple[str, ...]
     expires_at: float
+    issued_at: float | None = None
+    admin: bool = False
+    info: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)
 
     @property
     def expires_at_ms(self) -> int:
         return int(self.expires_at * 1000)
+
+
+class Revocations:
+    """Per user, the time (ms) before which their tokens are refused; entries expire.
+
+    A token without `iat` counts as issued at the epoch, so a revocation covers it.
+    """
+
+    def __init__(self) -> None:
+        self._before: dict[str, tuple[int, float]] = {}
+
+    def revoke(self, user: str, issued_before_ms: int, until: float) -> int:
+        """Record a revocation lasting until `until` (s); returns the one now in force (ms)."""
+        current = self._before.get(user)
+        if current is not None and current[0] >= issued_before_ms:
+            issued_before_ms = current[0]
+            until = max(until, current[1])
+        self._before[user] = (issued_before_ms, until)
+        return issued_before_ms
+
+    def forget(self, user: str) -> None:
+        self._before.pop(user, None)
+
+    def revoked(self, principal: Principal, now: float) -> bool:
+        entry = self._before.get(principal.user)
+        if entry is None:
+            return False
+        if now >= entry[1]:
+            del self._before[principal.user]
+            return False
+        issued_ms = (principal.issued_at or 0.0) * 1000
+        return issued_ms < entry[0]
+
+    def check(self, principal: Principal, now: float) -> Principal:
+        """`principal`, or ProtocolError(auth_failed) when its token is revoked."""
+        if self.revoked(principal, now):
+            raise ProtocolError(ErrorCode.AUTH_FAILED, "token has been revoked")
+        return principal
 
 
 def may_subscribe(principal: Principal, channel: Channel, audience: Audience = "token") -> bool:
@@ -114,11 +160,24 @@ class TokenVerifier:
                 ErrorCode.AUTH_FAILED,
                 f"claim 'exp' lies more than {MAX_TOKEN_LIFETIME_SECONDS} seconds ahead",
             )
+        issued_at = None if claims.get("iat") is None else float(claims["iat"])
+        start = time.time() if issued_at is None else issued_at
+        if expires_at - start > settings.max_token_lifetime_seconds:
+            raise ProtocolError(
+                ErrorCode.AUTH_FAILED,
+                f"token lives longer than {settings.max_token_lifetime_seconds:g} seconds",
+            )
+        admin = claims.get("admin", False)
+        if not isinstance(admin, bool):
+            raise ProtocolError(ErrorCode.AUTH_FAILED, "claim 'admin' must be a boolean")
         return Principal(
             user=_claim_string(claims.get("sub"), "sub"),
             subscribe=_claim_patterns(claims.get("channels"), "channels"),
             publish=_claim_patterns(claims.get("publish"), "publish"),
             expires_at=expires_at,
+            issued_at=issued_at,
+            admin=admin,
+            info=_claim_info(claims.get("info")),
         )
 
 
@@ -183,6 +242,18 @@ def _claim_patterns(value: object, name: str) -> tuple[str, ...]:
     return tuple(_claim_string(item, name) for item in value)
 
 
+def _claim_info(value: object) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.AUTH_FAILED, "claim 'info' must be a JSON object")
+    if len(orjson.dumps(value)) > MAX_INFO_BYTES:
+        raise ProtocolError(
+            ErrorCode.AUTH_FAILED, f"claim 'info' is over {MAX_INFO_BYTES} bytes encoded"
+        )
+    return value
+
+
 def mint_token(
     secret: str,
     user: str,
@@ -194,6 +265,8 @@ def mint_token(
     issuer: str | None = None,
     audience: str | None = None,
     now: float | None = None,
+    admin: bool = False,
+    info: Mapping[str, Any] | None = None,
 ) -> str:
     """Sign a token for `user` (HS* secret or RS*/ES* private key in PEM)."""
     issued = time.time() if now is None else now
@@ -204,6 +277,10 @@ def mint_token(
         "channels": list(channels),
         "publish": list(publish),
     }
+    if admin:
+        claims["admin"] = True
+    if info is not None:
+        claims["info"] = dict(info)
     if issuer is not None:
         claims["iss"] = issuer
     if audience is not None:

@@ -120,6 +120,13 @@ class AuthSettings(_Section):
     leeway_seconds: float = Field(
         0.0, ge=0, le=300, description="Clock skew tolerated on `exp` and `nbf`."
     )
+    max_token_lifetime_seconds: float = Field(
+        86_400.0,
+        ge=60,
+        le=366 * 86_400,
+        description="Longest token lifetime accepted: `exp - iat`, or `exp - now` for a token "
+        "without `iat`. A revocation is kept this long, since no token it covers outlives it.",
+    )
 
     @pydantic.model_validator(mode="after")
     def _key_matches_algorithm(self) -> AuthSettings:
@@ -235,6 +242,17 @@ class NamespaceSettings(_Section):
         "matching publish pattern; authenticated: every authenticated user; nobody: no "
         "client (only backends publishing to NATS directly).",
     )
+    presence: bool = Field(
+        False,
+        description="Answer `presence` and `presence_stats` for this namespace's channels "
+        "(who is subscribed, across replicas). Off by default: the list reveals who reads.",
+    )
+    join_leave: bool = Field(
+        False,
+        description="Send `join` and `leave` frames to a channel's subscribers when another "
+        "connection subscribes, unsubscribes or goes away. Off by default: it costs a frame "
+        "per subscriber per change.",
+    )
 
     @property
     def keeps_history(self) -> bool:
@@ -249,6 +267,30 @@ def _default_namespaces() -> dict[str, NamespaceSettings]:
         "metrics": NamespaceSettings(history_messages=0),
         SYSTEM: NamespaceSettings(history_messages=100),
     }
+
+
+class PresenceSettings(_Section):
+    ttl_seconds: float = Field(
+        30.0,
+        ge=0.5,
+        le=300,
+        description="A replica silent this long is taken for dead: its connections leave the "
+        "presence of every channel. Replicas announce themselves at a third of it.",
+    )
+    max_clients: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Entries in one `presence` answer; a longer list is cut and marked "
+        "`truncated: true`, so one request cannot produce an unbounded reply.",
+    )
+    request_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How long a presence query or server API command waits for the other "
+        "replicas; a replica that does not answer in time is left out of the answer.",
+    )
 
 
 class DrainSettings(_Section):
@@ -292,6 +334,10 @@ class GatewayConfig(_Section):
     )
     drain: DrainSettings = Field(
         default_factory=DrainSettings, description="Graceful shutdown on SIGTERM."
+    )
+    presence: PresenceSettings = Field(
+        default_factory=PresenceSettings,
+        description="Presence, join/leave and the server API across replicas.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Least severe level logged (JSON lines on stderr)."

@@ -2,8 +2,10 @@
 
 Publishing (JetStream with a message id for namespaces that keep history,
 core NATS otherwise), following a channel's live subject, reading a channel's
-history for resume, creating streams, and the shared key-value table behind
-the per-user connection limit. Any nats-py exception is turned into
+history for resume, creating streams, the shared key-value table behind
+the per-user connection limit, the revocation table, and the plain core
+subjects replicas talk over (presence queries, commands, heartbeats). Any
+nats-py exception is turned into
 `BusUnavailable` or `BusError` here, through the one mapping of
 `neurelay.jetstream.errors`; streams are synced through `neurelay.jetstream`.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
 import nats
@@ -49,6 +51,7 @@ class Bus:
         self._nc: NatsClient | None = None
         self._kv: KeyValue | None = None
         self._acks: AckedPublishing | None = None
+        self._revocations: KeyValue | None = None
         self.on_reconnected: Callable[[], Awaitable[None]] | None = None
         # History reads in flight at once; more wait, so replays cannot swamp JetStream.
         self._replays = asyncio.Semaphore(settings.replay_concurrency)
@@ -174,18 +177,7 @@ class Bus:
 
     async def follow(self, channel: Channel, handler: MessageHandler) -> Subscription:
         """Subscribe to the channel's live subject; returns once the server has the interest."""
-        nc = self._client()
-        try:
-            subscription = await nc.subscribe(
-                live_subject(self.prefix, channel),
-                cb=handler,
-                pending_msgs_limit=-1,
-                pending_bytes_limit=-1,
-            )
-            await nc.flush(timeout=math.ceil(self.settings.request_timeout_seconds))
-        except NATS_ERRORS as e:
-            raise bus_error(e, "cannot subscribe") from e
-        return subscription
+        return await self.listen(live_subject(self.prefix, channel), handler)
 
     async def unfollow(self, subscription: Subscription) -> None:
         try:
@@ -311,6 +303,97 @@ class Bus:
         except NATS_ERRORS as e:
             raise bus_error(e, "connection table failed") from e
         return keys
+
+    # -- revocations -------------------------------------------------------------------------
+
+    async def revocation_bucket(self, ttl_seconds: float) -> KeyValue:
+        """The table of revoked users; an entry lapses after `ttl_seconds` (token lifetime)."""
+        if self._revocations is None:
+            js = self._client().jetstream(timeout=self.settings.request_timeout_seconds)
+            config = KeyValueConfig(
+                bucket=f"{self.prefix}_revocations",
+                history=1,
+                ttl=ttl_seconds,
+                storage=StorageType.FILE,
+            )
+            with mapped("revocation table failed"):
+                self._revocations = await js.create_key_value(config=config)
+        return self._revocations
+
+    async def revocation_update(
+        self, key: str, ttl_seconds: float, change: Callable[[bytes | None], bytes | None]
+    ) -> None:
+        """Apply `change` to the revocation at `key` atomically; None from `change` = keep."""
+        kv = await self.revocation_bucket(ttl_seconds)
+        with mapped("revocation table failed"):
+            for _ in range(16):
+                try:
+                    entry = await kv.get(key)
+                    current, revision = entry.value, entry.revision
+                except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                    current, revision = None, None
+                updated = change(current)
+                if updated is None:
+                    return
+                try:
+                    if revision is None:
+                        await kv.create(key, updated)
+                    else:
+                        await kv.update(key, updated, last=revision)
+                except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                    continue  # another replica wrote first: look again
+                return
+        raise BusError(f"too much contention on revocation {key}")
+
+    async def watch_revocations(self, ttl_seconds: float) -> AsyncGenerator[bytes, None]:
+        """Every revocation stored now, then every new one, until cancelled."""
+        kv = await self.revocation_bucket(ttl_seconds)
+        with mapped("revocation table failed"):
+            watcher = await kv.watchall(ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is not None and entry.value:
+                    yield entry.value
+        finally:
+            try:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+            except NATS_ERRORS as e:
+                self._log.debug("revocation watch not stopped cleanly: %s", e)
+
+    # -- talking to the other replicas (core NATS) -------------------------------------------
+
+    def subject(self, *tokens: str) -> str:
+        """A subject of the replicas' own tree, `<prefix>.p.…`, apart from channel subjects."""
+        return ".".join((self.prefix, "p", *tokens))
+
+    def new_inbox(self) -> str:
+        return self._client().new_inbox()
+
+    async def listen(self, subject: str, handler: MessageHandler) -> Subscription:
+        """Subscribe to a plain subject; returns once the server has the interest."""
+        nc = self._client()
+        with mapped("cannot subscribe"):
+            subscription = await nc.subscribe(
+                subject, cb=handler, pending_msgs_limit=-1, pending_bytes_limit=-1
+            )
+            await nc.flush(timeout=math.ceil(self.settings.request_timeout_seconds))
+        return subscription
+
+    async def announce(self, channel: Channel, data: bytes, headers: dict[str, str]) -> None:
+        """Core NATS publish on a channel's live subject (join/leave notices)."""
+        await self.send(live_subject(self.prefix, channel), data, headers)
+
+    async def send(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        reply: str = "",
+    ) -> None:
+        """Core NATS publish, at most once."""
+        nc = self._client()
+        with mapped("send failed"):
+            await nc.publish(subject, data, reply=reply, headers=headers)
 
 
 def admission_bucket(prefix: str) -> str:

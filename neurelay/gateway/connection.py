@@ -28,6 +28,7 @@ from neurelay.gateway.session import (
     Admit,
     Close,
     PublishMessage,
+    QueryPresence,
     Send,
     Session,
     StartSubscription,
@@ -162,7 +163,7 @@ class Connection:
         if failure is not None:
             # The socket broke under the writer; the rest of the clean-up must still run.
             self.log.debug("writer ended: %r", failure, extra={"connection": self.id})
-        await gateway.drop(self.outbox, list(self.session.subscriptions.values()))
+        await gateway.drop(self.outbox, list(self.session.subscriptions.values()), self.id)
         if self._admitted_user is not None:
             await gateway.release(self._admitted_user, self.id)
 
@@ -189,11 +190,21 @@ class Connection:
             elif isinstance(action, StartSubscription):
                 await self._subscribe(action)
             elif isinstance(action, StopSubscription):
-                await self.gateway.unfollow(self.outbox, action.channel)
+                await self.gateway.unfollow(self.outbox, action.channel, self.id)
                 if action.reply:
                     self._send(frames.unsubscribed(action.channel.name, action.frame_id))
+            elif isinstance(action, QueryPresence):
+                await self._presence(action)
             else:
                 await self._publish(action)
+
+    async def act(self, actions: list[Action]) -> None:
+        """Carry out what the server API asked of this connection (from another task)."""
+        for action in actions:
+            if isinstance(action, Close):
+                self._close_soon(action.code, action.reason)
+                return
+        await self._execute(actions)
 
     def _send(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "error":
@@ -211,11 +222,29 @@ class Connection:
     async def _subscribe(self, action: StartSubscription) -> None:
         try:
             await self.gateway.follow(
-                self.outbox, action.channel, action.since, action.last, action.frame_id
+                self.outbox, action.channel, action.since, action.last, action.frame_id, self.id
             )
         except ProtocolError as e:
             self.session.subscription_failed(action.channel)
             self._send(frames.error_from(e))
+            return
+        principal = self.session.principal
+        if principal is not None and action.channel.name in self.session.subscriptions:
+            await self.gateway.joined(action.channel, self.id, principal)
+
+    async def _presence(self, action: QueryPresence) -> None:
+        channel = action.channel
+        try:
+            if action.stats:
+                users, connections = await self.gateway.presence_stats(channel)
+                frame = frames.presence_stats(channel.name, users, connections, action.frame_id)
+            else:
+                clients, truncated = await self.gateway.presence(channel)
+                frame = frames.presence(channel.name, clients, truncated, action.frame_id)
+        except ProtocolError as e:
+            e.frame_id = action.frame_id
+            frame = frames.error_from(e)
+        self._send(frame)
 
     async def _publish(self, action: PublishMessage) -> None:
         principal = self.session.principal

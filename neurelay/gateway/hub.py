@@ -12,6 +12,12 @@ follow on reveals a gap (lost while NATS was unreachable), which the hub
 fills from the stream before going on. A new follower that asks for history
 buffers live messages while its history is read, then drops whatever the
 history already gave it, so it sees every message once, in order.
+
+Join/leave notices arrive on the same live subject, marked by a header; the
+hub turns them into `join`/`leave` frames for the channel's followers (not
+for the connection that joined) when the namespace has join/leave on, and
+keeps a `Roster` of the members announced so that the connections of a dead
+replica can be sent off with `leave` (`replica_gone`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from neurelay.gateway.bus import Bus
 from neurelay.gateway.envelopes import message_frame
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox, websocket_frame
+from neurelay.gateway.presence import EVENT_HEADER, Member, Roster, decode_event
 from neurelay.gateway.replaying import History
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol import frames
@@ -43,10 +50,11 @@ _REPAIR_BACKOFF = Backoff(initial_seconds=0.2, max_seconds=5.0)
 class Follower:
     """One outbox following one channel."""
 
-    __slots__ = ("backlog", "last_seq", "outbox")
+    __slots__ = ("backlog", "connection", "last_seq", "outbox")
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, connection: str) -> None:
         self.outbox = outbox
+        self.connection = connection
         self.last_seq = 0
         # Live messages held while history is read; None once live.
         self.backlog: list[tuple[int, dict[str, Any]]] | None = []
@@ -55,7 +63,15 @@ class Follower:
 class Feed:
     """A channel followed by this gateway: its NATS subscription and local followers."""
 
-    __slots__ = ("channel", "followers", "keeps_history", "last_seq", "lock", "subscription")
+    __slots__ = (
+        "channel",
+        "followers",
+        "keeps_history",
+        "last_seq",
+        "lock",
+        "seeded",
+        "subscription",
+    )
 
     def __init__(self, channel: Channel, keeps_history: bool) -> None:
         self.channel = channel
@@ -64,6 +80,7 @@ class Feed:
         self.subscription: Subscription | None = None
         self.last_seq = 0
         self.lock = asyncio.Lock()
+        self.seeded = False
 
 
 class Hub:
@@ -77,6 +94,7 @@ class Hub:
         self._feeds: dict[str, Feed] = {}
         self._opening: dict[str, asyncio.Future[Feed]] = {}
         self._repairs: dict[str, asyncio.Task[None]] = {}
+        self.roster = Roster()
 
     # -- following ---------------------------------------------------------------------------
 
@@ -87,10 +105,11 @@ class Hub:
         since: int | None,
         last: int | None,
         frame_id: FrameId | None,
+        connection: str = "",
     ) -> None:
         """Add a follower: queue `subscribed`, then history, then live messages, in order."""
         feed = await self._feed(channel)
-        follower = Follower(outbox)
+        follower = Follower(outbox, connection)
         feed.followers[outbox] = follower
         try:
             if feed.keeps_history:
@@ -190,6 +209,7 @@ class Hub:
                     await self._bus.unfollow(feed.subscription)
                     raise
         self._feeds[channel.name] = feed
+        self.roster.follow(channel.name)
         self._metrics.channels.set(len(self._feeds))
         return feed
 
@@ -198,6 +218,7 @@ class Hub:
         if feed.followers or self._feeds.get(feed.channel.name) is not feed:
             return
         del self._feeds[feed.channel.name]
+        self.roster.forget(feed.channel.name)
         self._metrics.channels.set(len(self._feeds))
         if feed.subscription is not None:
             await self._bus.unfollow(feed.subscription)
@@ -206,6 +227,9 @@ class Hub:
 
     async def _on_live(self, feed: Feed, msg: Msg) -> None:
         headers = msg.headers
+        if headers and EVENT_HEADER in headers:
+            self._on_event(feed, msg.data)
+            return
         if not headers or "Nats-Sequence" not in headers:
             self._deliver(feed, 0, msg.data)
             return
@@ -310,3 +334,63 @@ class Hub:
         if delivered:
             self._metrics.messages_out.labels(feed.channel.namespace).inc(delivered)
         self._metrics.fanout_seconds.observe(time.perf_counter() - started)
+
+    # -- join/leave --------------------------------------------------------------------------
+
+    def _on_event(self, feed: Feed, data: bytes) -> None:
+        try:
+            kind, member = decode_event(data)
+        except ValueError as e:
+            self._log.warning("dropped a malformed notice on %s: %s", feed.channel.name, e)
+            return
+        name = feed.channel.name
+        if kind == "join":
+            self.roster.joined(name, member)
+            self._tell(feed, frames.join(name, member.entry()), member.connection)
+        else:
+            self.roster.left(name, member.connection)
+            self._tell(feed, frames.leave(name, member.entry()), member.connection)
+
+    def seed(self, channel: Channel, members: list[Member]) -> None:
+        """Members other replicas had before this one followed `channel`."""
+        if channel.name in self._feeds:
+            self.roster.follow(channel.name, members)
+
+    def needs_seed(self, channel: Channel) -> bool:
+        """True once per feed: its roster must learn the members other replicas already had."""
+        feed = self._feeds.get(channel.name)
+        if feed is None or feed.seeded:
+            return False
+        feed.seeded = True
+        return True
+
+    def followed(self) -> list[Channel]:
+        return [feed.channel for feed in self._feeds.values()]
+
+    def replica_gone(self, replica: str) -> int:
+        """Send `leave` for every member `replica` held; returns how many left."""
+        gone = self.roster.drop_replica(replica)
+        for name, member in gone:
+            feed = self._feeds.get(name)
+            if feed is not None:
+                self._tell(feed, frames.leave(name, member.entry()), member.connection)
+        return len(gone)
+
+    def _joins(self, feed: Feed) -> bool:
+        namespace = self._live.config.namespaces.get(feed.channel.namespace)
+        return namespace is not None and namespace.join_leave
+
+    def _tell(self, feed: Feed, frame: dict[str, Any], about: str) -> None:
+        """Send a join/leave frame to every live follower but the connection it is about."""
+        if not self._joins(feed):
+            return
+        encoded: dict[bool, tuple[bytes, bytes]] = {}  # by encoding, as in `_deliver`
+        for follower in list(feed.followers.values()):
+            if follower.backlog is not None or follower.connection == about:
+                continue
+            codec = follower.outbox.codec
+            pair = encoded.get(codec.binary)
+            if pair is None:
+                payload = codec.encode(frame)
+                pair = encoded[codec.binary] = (payload, websocket_frame(payload, codec.binary))
+            follower.outbox.push(*pair)

@@ -1,7 +1,8 @@
 """Gateway: the state one gateway process shares between its connections.
 
-It owns the NATS bus, the hub, the connection registry, the metrics and the
-live settings, and starts and stops their background work. It is the one
+It owns the NATS bus, the hub, the connection registry, the presence
+tracker, the metrics and the live settings, and starts and stops their
+background work. It is the one
 boundary between the transports (the WebSocket pump in `connection`, the
 HTTP API in `http_api`, the console) and the core: transports call its
 methods only, never the bus, hub or registry behind it, and its methods raise
@@ -29,9 +30,17 @@ from neurelay.gateway.hub import Hub
 from neurelay.gateway.listening import Doorman
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox
-from neurelay.gateway.session import authorize_publish, authorize_subscribe
+from neurelay.gateway.session import (
+    Action,
+    Session,
+    authorize_presence,
+    authorize_publish,
+    authorize_subscribe,
+    require_presence,
+)
 from neurelay.gateway.settings import LiveSettings
 from neurelay.gateway.throttling import RequestThrottle
+from neurelay.gateway.tracking import Tracker
 from neurelay.protocol import frames
 from neurelay.protocol.channels import Channel
 from neurelay.protocol.codes import CloseCode, ErrorCode
@@ -39,9 +48,14 @@ from neurelay.protocol.frames import FrameId
 
 
 class Client(Protocol):
-    """A connected client as the gateway sees it: something it can close."""
+    """A connected client as the gateway sees it: its session, something it can close or
+    tell to carry out actions (what the server API asks of it)."""
+
+    session: Session
 
     async def close(self, code: CloseCode, reason: str) -> None: ...
+
+    async def act(self, actions: list[Action]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,15 @@ class Gateway:
         self.registry = ConnectionRegistry(self.bus, self.live, self.log.getChild("admission"))
         self.connections: set[Client] = set()
         self._requests = RequestThrottle()
+        self.replica = self.registry.replica
+        self.tracker = Tracker(
+            self.bus,
+            self.hub,
+            self.live,
+            self.replica,
+            lambda: self.connections,
+            self.log.getChild("presence"),
+        )
         self.draining = False
         self.bus.on_reconnected = self._on_reconnected
         self.metrics.streams_refused.set_function(lambda: len(self.bus.stream_problems))
@@ -111,6 +134,8 @@ class Gateway:
         if config.nats.manage_streams:
             await self.bus.ensure_streams(config.namespaces)
         await self.bus.lease_bucket()
+        await self.tracker.coordinator.start()
+        await self.tracker.coordinator.start()
 
     async def _on_reconnected(self) -> None:
         self.metrics.nats_reconnects.inc()
@@ -127,6 +152,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.tracker.stop()
         await self.hub.close()
         await self.bus.close()
 
@@ -154,8 +180,8 @@ class Gateway:
     # -- clients -----------------------------------------------------------------------------
 
     def verify(self, token: str) -> auth.Principal:
-        """The principal a token stands for; raises ProtocolError when it does not verify."""
-        return self.live.verifier.verify(token)
+        """The principal a token stands for; ProtocolError when it does not verify or is revoked."""
+        return self.live.verify(token)
 
     def verify_request(self, token: str) -> auth.Principal:
         """The principal of an HTTP API request's token, within its user's request rate."""
@@ -189,19 +215,26 @@ class Gateway:
         since: int | None,
         last: int | None,
         frame_id: FrameId | None,
+        connection: str = "",
     ) -> None:
         """Queue `subscribed`, the history asked for, then live messages into `outbox`."""
         try:
-            await self.hub.follow(outbox, channel, since, last, frame_id)
+            await self.hub.follow(outbox, channel, since, last, frame_id, connection)
         except BusError as e:
             raise _refusal(e, "not subscribed", channel, frame_id) from e
 
-    async def unfollow(self, outbox: Outbox, channel: Channel) -> None:
-        await self.hub.unfollow(outbox, channel)
+    async def joined(self, channel: Channel, connection: str, principal: auth.Principal) -> None:
+        """Enter a followed channel's presence (and announce it where join/leave is on)."""
+        await self.tracker.subscribed(channel, self.tracker.member(connection, principal))
 
-    async def drop(self, outbox: Outbox, channels: list[Channel]) -> None:
-        """Forget a closed connection's subscriptions."""
+    async def unfollow(self, outbox: Outbox, channel: Channel, connection: str = "") -> None:
+        await self.hub.unfollow(outbox, channel)
+        await self.tracker.unsubscribed(channel, connection)
+
+    async def drop(self, outbox: Outbox, channels: list[Channel], connection: str = "") -> None:
+        """Forget a closed connection's subscriptions and presence."""
         await self.hub.drop(outbox, channels)
+        await self.tracker.disconnected(connection)
 
     async def publish(
         self, user: str, channel: Channel, payload: Any, message_id: FrameId | None
@@ -243,9 +276,70 @@ class Gateway:
         messages = (envelopes.message_frame(channel, m.seq, m.data) for m in found.messages)
         return HistoryPage([m for m in messages if m is not None], found.recovered, found.last_seq)
 
+    # -- presence and the server API ----------------------------------------------------------
+
+    async def presence(self, channel: Channel) -> tuple[list[dict[str, Any]], bool]:
+        """(clients, truncated) of `channel` across replicas (authorize first)."""
+        try:
+            return await self.tracker.presence(channel)
+        except BusError as e:
+            raise _refusal(e, "presence unavailable", channel, None) from e
+
+    async def presence_stats(self, channel: Channel) -> tuple[int, int]:
+        """(users, connections) in `channel` across replicas (authorize first)."""
+        try:
+            return await self.tracker.stats(channel)
+        except BusError as e:
+            raise _refusal(e, "presence unavailable", channel, None) from e
+
+    def authorize_server_api(self, principal: auth.Principal) -> None:
+        """Raise ProtocolError(forbidden) unless the token carries `admin: true`."""
+        if not principal.admin:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "the server API needs a token with the claim admin: true"
+            )
+
+    def authorize_presence(self, principal: auth.Principal, channel: Channel) -> None:
+        """Raise ProtocolError unless `principal` may see who is in `channel`.
+
+        Admins may look at any channel; everyone only where the namespace has presence on.
+        """
+        if principal.admin:
+            require_presence(self.live, channel)
+        else:
+            authorize_presence(self.live, principal, channel)
+
+    async def channels(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Channels with subscribers on any replica, with their subscriber counts."""
+        try:
+            return await self.tracker.channels(namespace)
+        except BusError as e:
+            raise _refusal(e, "channels unavailable", None, None) from e
+
+    async def disconnect_user(self, user: str) -> int:
+        """Close every connection of `user` on every replica (4008); returns how many."""
+        try:
+            return await self.tracker.disconnect(user)
+        except BusError as e:
+            raise _refusal(e, "not disconnected", None, None) from e
+
+    async def revoke_user(self, user: str, issued_before_ms: int) -> int:
+        """Refuse `user`'s tokens issued before the time, everywhere; close those open (4009)."""
+        try:
+            return await self.tracker.revoke(user, issued_before_ms)
+        except BusError as e:
+            raise _refusal(e, "not revoked", None, None) from e
+
+    async def unsubscribe_user(self, user: str, channel: Channel) -> int:
+        """End `user`'s subscriptions to `channel` on every replica; returns how many."""
+        try:
+            return await self.tracker.unsubscribe(user, channel)
+        except BusError as e:
+            raise _refusal(e, "not unsubscribed", channel, None) from e
+
 
 def _refusal(
-    error: BusError, what: str, channel: Channel, frame_id: FrameId | None
+    error: BusError, what: str, channel: Channel | None, frame_id: FrameId | None
 ) -> ProtocolError:
     """The protocol error a client gets for a failure underneath: the one mapping."""
     if isinstance(error, PayloadTooLarge):
@@ -254,4 +348,10 @@ def _refusal(
         code = ErrorCode.UNAVAILABLE
     else:
         code = ErrorCode.INTERNAL
-    return ProtocolError(code, f"{what}: {error}", frame_id=frame_id, channel=channel.name)
+    return ProtocolError(
+        code,
+        f"{what}: {error}",
+        frame_id=frame_id,
+        channel=None if channel is None else channel.name,
+    )
+

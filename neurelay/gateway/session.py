@@ -4,7 +4,9 @@ The connection pump feeds it frames (`receive`), the passing of time (`tick`)
 and the outcome of the I/O it asked for (`admitted`, `subscription_failed`);
 it answers with actions: frames to send, a close, or work for the pump
 (admit a user against the connection limit, start or stop a subscription,
-publish a message). Every rule of docs/protocol.md about what a client may
+publish a message, ask who is present). The server API acts on a session
+through `unsubscribed_by_server`, `disconnected_by_server` and
+`revoked_before`. Every rule of docs/protocol.md about what a client may
 send, when and how much, is decided here and tested synchronously.
 """
 
@@ -67,7 +69,18 @@ class PublishMessage:
     frame_id: FrameId | None
 
 
-Action = Send | Close | Admit | StartSubscription | StopSubscription | PublishMessage
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueryPresence:
+    """Ask every replica who is subscribed to `channel` (or, with `stats`, how many)."""
+
+    channel: Channel
+    stats: bool
+    frame_id: FrameId | None
+
+
+Action = (
+    Send | Close | Admit | StartSubscription | StopSubscription | PublishMessage | QueryPresence
+)
 
 
 class Phase(enum.Enum):
@@ -105,7 +118,7 @@ class Session:
 
     def authenticate_at_upgrade(self, token: str) -> Admit:
         """Verify a token given with the HTTP upgrade; raises ProtocolError (answer 401)."""
-        return Admit(self.live.verifier.verify(token), None)
+        return Admit(self.live.verify(token), None)
 
     def receive(self, data: bytes | str, now: float) -> list[Action]:
         """Handle one client frame."""
@@ -166,6 +179,26 @@ class Session:
     def subscription_failed(self, channel: Channel) -> None:
         self.subscriptions.pop(channel.name, None)
 
+    # -- the server API ----------------------------------------------------------------------
+
+    def unsubscribed_by_server(self, channel: Channel) -> list[Action]:
+        """A backend ended this connection's subscription; nothing if it had none."""
+        if self.subscriptions.pop(channel.name, None) is None:
+            return []
+        return [StopSubscription(channel, None, reply=True)]
+
+    def disconnected_by_server(self) -> list[Action]:
+        return [Close(CloseCode.DISCONNECTED, "disconnected by the server")]
+
+    def revoked_before(self, issued_before_ms: int) -> list[Action]:
+        """Close the connection if its token was issued before the cut-off."""
+        if self.principal is None:
+            return []
+        issued_ms = (self.principal.issued_at or 0.0) * 1000
+        if issued_ms >= issued_before_ms:
+            return []
+        return [Close(CloseCode.TOKEN_REVOKED, "token revoked")]
+
     def tick(self, now: float) -> list[Action]:
         """Apply deadlines: authentication timeout and token expiry."""
         if self.auth_deadline is not None and now >= self.auth_deadline:
@@ -200,10 +233,13 @@ class Session:
                     channel=frame.channel.name,
                 )
             return [StopSubscription(frame.channel, frame.id, reply=True)]
+        if isinstance(frame, frames.Presence):
+            authorize_presence(self.live, principal, frame.channel)
+            return [QueryPresence(frame.channel, frame.stats, frame.id)]
         return self._publish(principal, frame, size)
 
     def _authenticate(self, frame: frames.Authenticate) -> list[Action]:
-        principal = self.live.verifier.verify(frame.token)
+        principal = self.live.verify(frame.token)
         if self.principal is None:
             return [Admit(principal, frame.id)]
         if principal.user != self.principal.user:
@@ -283,6 +319,22 @@ def authorize_subscribe(live: LiveSettings, principal: auth.Principal, channel: 
     if not auth.may_subscribe(principal, channel, namespace.subscribe):
         raise ProtocolError(
             ErrorCode.FORBIDDEN, "not allowed to subscribe to this channel", channel=channel.name
+        )
+
+
+def authorize_presence(live: LiveSettings, principal: auth.Principal, channel: Channel) -> None:
+    """Raise ProtocolError unless `principal` may see who is in `channel`."""
+    authorize_subscribe(live, principal, channel)
+    require_presence(live, channel)
+
+
+def require_presence(live: LiveSettings, channel: Channel) -> None:
+    """Raise ProtocolError(presence_disabled) unless the channel's namespace has presence on."""
+    if not _known_namespace(live, channel).presence:
+        raise ProtocolError(
+            ErrorCode.PRESENCE_DISABLED,
+            f"presence is off for namespace {channel.namespace}",
+            channel=channel.name,
         )
 
 

@@ -24,6 +24,7 @@ class ErrorCode(enum.StrEnum):
     MESSAGE_TOO_LARGE = "message_too_large"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CONNECTIONS = "too_many_connections"
+    PRESENCE_DISABLED = "presence_disabled"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
@@ -40,3 +41,5 @@ class CloseCode(enum.IntEnum):
     AUTH_TIMEOUT = 4001
     TOO_MANY_CONNECTIONS = 4003
     SLOW_CONSUMER = 4005
+    DISCONNECTED = 4008
+    TOKEN_REVOKED = 4009

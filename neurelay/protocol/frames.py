@@ -60,7 +60,16 @@ class Ping:
     id: FrameId | None
 
 
-ClientFrame = Authenticate | Subscribe | Unsubscribe | Publish | Ping
+@dataclasses.dataclass(frozen=True, slots=True)
+class Presence:
+    """`presence` (who is subscribed) or, with `stats`, `presence_stats` (how many)."""
+
+    id: FrameId | None
+    channel: Channel
+    stats: bool = False
+
+
+ClientFrame = Authenticate | Subscribe | Unsubscribe | Publish | Ping | Presence
 
 _FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "authenticate": frozenset({"type", "id", "token"}),
@@ -68,6 +77,8 @@ _FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "unsubscribe": frozenset({"type", "id", "channel"}),
     "publish": frozenset({"type", "id", "channel", "payload"}),
     "ping": frozenset({"type", "id"}),
+    "presence": frozenset({"type", "id", "channel"}),
+    "presence_stats": frozenset({"type", "id", "channel"}),
 }
 
 
@@ -108,6 +119,8 @@ def _build(kind: str, obj: dict[Any, Any], frame_id: FrameId | None) -> ClientFr
             )
         return Authenticate(frame_id, token)
     channel = _channel(obj)
+    if kind in ("presence", "presence_stats"):
+        return Presence(frame_id, channel, stats=kind == "presence_stats")
     if kind == "unsubscribe":
         return Unsubscribe(frame_id, channel)
     if kind == "publish":
@@ -229,3 +242,28 @@ def publish(channel: str, payload: Any, frame_id: FrameId | None = None) -> dict
 
 def ping(frame_id: FrameId | None = None) -> dict[str, Any]:
     return _frame(type="ping", id=frame_id)
+
+
+def presence(
+    channel: str, clients: list[dict[str, Any]], truncated: bool, frame_id: FrameId | None
+) -> dict[str, Any]:
+    """Entries are `{"user", "connection", "info"?}`; `truncated` only when the list was cut."""
+    return _frame(
+        type="presence", id=frame_id, channel=channel, clients=clients, truncated=truncated or None
+    )
+
+
+def presence_stats(
+    channel: str, users: int, connections: int, frame_id: FrameId | None
+) -> dict[str, Any]:
+    return _frame(
+        type="presence_stats", id=frame_id, channel=channel, users=users, connections=connections
+    )
+
+
+def join(channel: str, client: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "join", "channel": channel, **client}
+
+
+def leave(channel: str, client: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "leave", "channel": channel, **client}

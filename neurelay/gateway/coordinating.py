@@ -1,0 +1,252 @@
+"""Coordinating: the replicas of one gateway talking to each other over NATS.
+
+Three things travel between replicas, all on core NATS under the gateway's
+subject prefix, none needing new infrastructure:
+
+- `<prefix>.p.ask`: a presence query or a server API command, sent once and
+  answered by every replica (this one too) on the asker's inbox, in parts
+  (`gathering.split`); the asker waits until every replica it knows to be
+  alive has answered, or `presence.request_timeout_seconds`.
+- `<prefix>.p.beat`: each replica's sign of life every third of
+  `presence.ttl_seconds`. A replica silent for the TTL is taken for dead and
+  the callback `on_replica_gone` sends `leave` for its connections. A replica
+  heard again after that is asked for its members anew (`on_replica_back`).
+- Join/leave notices go on the channel's own live subject with the
+  `Neurelay-Event` header, so only replicas following the channel get them,
+  in order with its messages (see `hub`).
+
+Revocations are kept in the key-value bucket `<prefix>_revocations`, whose
+entries lapse after the longest token lifetime; every replica watches it and
+keeps `live.revocations` current, so a revoked token is refused everywhere,
+also by replicas started later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from neurelay.errors import BusError, ProtocolError
+from neurelay.gateway.admission import user_key
+from neurelay.gateway.bus import Bus
+from neurelay.gateway.gathering import Gathering, Peers, split
+from neurelay.gateway.presence import EVENT_HEADER, EventKind, LocalPresence, Member, encode_event
+from neurelay.gateway.settings import LiveSettings
+from neurelay.protocol.channels import Channel
+
+CommandHandler = Callable[[dict[str, Any]], Awaitable[int]]
+ReplicaHandler = Callable[[str], Awaitable[None]]
+
+
+class Coordinator:
+    """This replica's side of presence, join/leave, commands and revocations."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        live: LiveSettings,
+        replica: str,
+        logger: logging.Logger,
+        *,
+        on_command: CommandHandler,
+        on_replica_gone: ReplicaHandler,
+        on_replica_back: ReplicaHandler,
+    ) -> None:
+        self.replica = replica
+        self.local = LocalPresence()
+        self._bus = bus
+        self._live = live
+        self._log = logger
+        self._on_command = on_command
+        self._on_replica_gone = on_replica_gone
+        self._on_replica_back = on_replica_back
+        self._peers = Peers(replica, time.time())
+        self._lost: set[str] = set()
+        self._subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen to the other replicas and announce this one; NATS must be connected."""
+        bus = self._bus
+        if not self._subscriptions:
+            self._subscriptions = [
+                await bus.listen(bus.subject("ask"), self._on_ask),
+                await bus.listen(bus.subject("beat"), self._on_beat),
+            ]
+            self._tasks = [
+                asyncio.create_task(self._beating(), name="neurelay-presence-beat"),
+                asyncio.create_task(self._watching_revocations(), name="neurelay-revocations"),
+            ]
+        await self._beat(hello=True)
+
+    async def stop(self) -> None:
+        pending = set(self._tasks)
+        # nats-py may swallow a cancellation inside a JetStream call; cancel until it sticks.
+        for _ in range(50):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self._log.debug("%s ended: %r", task.get_name(), task.exception())
+        self._tasks.clear()
+        for subscription in self._subscriptions:
+            await self._bus.unfollow(subscription)
+        self._subscriptions.clear()
+
+    # -- asking every replica ----------------------------------------------------------------
+
+    async def ask(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every replica's answer to `query` (those that answered in time)."""
+        gathering = Gathering(self._peers.alive())
+        complete = asyncio.Event()
+
+        async def on_part(msg: Msg) -> None:
+            gathering.accept(msg.headers, msg.data)
+            if gathering.done:
+                complete.set()
+
+        bus = self._bus
+        inbox = bus.new_inbox()
+        subscription = await bus.listen(inbox, on_part)
+        try:
+            await bus.send(bus.subject("ask"), orjson.dumps(query), reply=inbox)
+            timeout = self._live.config.presence.request_timeout_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(complete.wait(), timeout)
+        finally:
+            await bus.unfollow(subscription)
+        if not gathering.done:
+            missing = sorted(gathering.expected - set(gathering.answers()))
+            self._log.warning("no answer in time from replica(s) %s", ", ".join(missing))
+        return list(gathering.answers().values())
+
+    async def _on_ask(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        try:
+            query = orjson.loads(msg.data)
+            if not isinstance(query, dict):
+                raise ValueError("a query must be an object")
+            if "cmd" in query:
+                body: dict[str, Any] = {"connections": await self._on_command(query)}
+            else:
+                body = self.local.answer(query)
+        except (ValueError, TypeError, ProtocolError) as e:
+            self._log.warning("ignored a malformed query from another replica: %s", e)
+            return
+        try:
+            for headers, data in split(body, self.replica):
+                await self._bus.send(msg.reply, data, headers)
+        except BusError as e:
+            self._log.warning("could not answer a query: %s", e)
+
+    # -- join/leave --------------------------------------------------------------------------
+
+    async def announce(self, kind: EventKind, channel: Channel, member: Member) -> None:
+        """Tell every replica following `channel`; lost if NATS is down (presence stays right)."""
+        try:
+            await self._bus.announce(channel, encode_event(kind, member), {EVENT_HEADER: kind})
+        except BusError as e:
+            self._log.debug("%s on %s not announced: %s", kind, channel.name, e)
+
+    # -- heartbeats --------------------------------------------------------------------------
+
+    async def _beat(self, hello: bool = False) -> None:
+        body = {"r": self.replica, "hello": hello}
+        try:
+            await self._bus.send(self._bus.subject("beat"), orjson.dumps(body))
+        except BusError as e:
+            self._log.debug("heartbeat not sent: %s", e)
+
+    async def _on_beat(self, msg: Msg) -> None:
+        try:
+            body = orjson.loads(msg.data)
+            replica, hello = body["r"], bool(body.get("hello"))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if not isinstance(replica, str) or replica == self.replica:
+            return
+        self._peers.heard(replica, time.time())
+        if hello:
+            await self._beat()  # so the newcomer knows us before it asks anything
+        if replica in self._lost:
+            self._lost.discard(replica)
+            await self._on_replica_back(replica)
+
+    async def _beating(self) -> None:
+        while True:
+            ttl = self._live.config.presence.ttl_seconds
+            await asyncio.sleep(ttl / 3)
+            await self._beat()
+            for replica in self._peers.expire(time.time(), ttl):
+                self._log.warning(
+                    "replica %s silent for %.1fs: its connections leave", replica, ttl
+                )
+                self._lost.add(replica)
+                await self._on_replica_gone(replica)
+
+    # -- revocations -------------------------------------------------------------------------
+
+    async def revoke(self, user: str, issued_before_ms: int) -> int:
+        """Store a revocation for every replica; returns the one in force (ms)."""
+        lifetime = self._live.config.auth.max_token_lifetime_seconds
+        in_force = issued_before_ms
+
+        def change(current: bytes | None) -> bytes | None:
+            nonlocal in_force
+            before = _revocation(current)[1] if current else 0
+            if before >= issued_before_ms:
+                in_force = before
+                return None
+            return orjson.dumps({"user": user, "before": issued_before_ms})
+
+        await self._bus.revocation_update(user_key(user), lifetime, change)
+        self._remember(user, in_force)
+        return in_force
+
+    def _remember(self, user: str, issued_before_ms: int) -> None:
+        lifetime = self._live.config.auth.max_token_lifetime_seconds
+        # No token issued before the cut-off outlives it by more than the longest lifetime.
+        self._live.revocations.revoke(user, issued_before_ms, issued_before_ms / 1000 + lifetime)
+
+    async def _watching_revocations(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                lifetime = self._live.config.auth.max_token_lifetime_seconds
+                # Closed here, not by the garbage collector, so no task outlives the watch.
+                async with contextlib.aclosing(self._bus.watch_revocations(lifetime)) as updates:
+                    async for value in updates:
+                        delay = 0.5
+                        try:
+                            self._remember(*_revocation(value))
+                        except ValueError as e:
+                            self._log.warning("ignored a malformed revocation: %s", e)
+            except BusError as e:
+                self._log.warning("revocation watch interrupted: %s", e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _revocation(value: bytes) -> tuple[str, int]:
+    try:
+        body = orjson.loads(value)
+        user, before = body["user"], body["before"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"not a revocation: {e}") from e
+    if not isinstance(user, str) or not isinstance(before, int):
+        raise ValueError("a revocation needs a string 'user' and an integer 'before'")
+    return user, before

@@ -1,0 +1,221 @@
+"""Presence without I/O: the local table, the roster, join/leave notices, gathering answers."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from neurelay.errors import ProtocolError
+from neurelay.gateway.gathering import (
+    PART_HEADER,
+    REPLICA_HEADER,
+    Gathering,
+    Peers,
+    merge_channels,
+    merge_presence,
+    merge_stats,
+    split,
+)
+from neurelay.gateway.presence import (
+    LocalPresence,
+    Member,
+    Roster,
+    decode_event,
+    encode_event,
+    user_digest,
+)
+
+
+def member(user: str, connection: str, replica: str = "r1", info: dict | None = None) -> Member:
+    return Member(user, connection, replica, info)
+
+
+def test_local_presence_answers_who_is_subscribed_with_their_info() -> None:
+    table = LocalPresence()
+    table.add("conversation:1", member("alice", "c1", info={"name": "Alice"}))
+    table.add("conversation:1", member("bob", "c2"))
+    table.add("conversation:2", member("bob", "c2"))
+
+    answer = table.answer({"q": "presence", "channel": "conversation:1", "limit": 10})
+
+    assert answer == {
+        "clients": [
+            {"user": "alice", "connection": "c1", "info": {"name": "Alice"}},
+            {"user": "bob", "connection": "c2"},
+        ],
+        "total": 2,
+    }
+
+
+def test_local_presence_caps_its_answer_but_reports_the_total() -> None:
+    table = LocalPresence()
+    for n in range(5):
+        table.add("agent:1", member(f"u{n}", f"c{n}"))
+
+    answer = table.answer({"q": "presence", "channel": "agent:1", "limit": 2})
+
+    assert len(answer["clients"]) == 2
+    assert answer["total"] == 5
+
+
+def test_adding_the_same_subscription_twice_is_not_new() -> None:
+    table = LocalPresence()
+    assert table.add("agent:1", member("alice", "c1"))
+    assert not table.add("agent:1", member("alice", "c1"))
+    assert table.count("agent:1") == 1
+
+
+def test_removing_a_connection_returns_every_channel_it_was_in_and_forgets_them() -> None:
+    table = LocalPresence()
+    table.add("agent:1", member("alice", "c1"))
+    table.add("agent:2", member("alice", "c1"))
+    table.add("agent:2", member("bob", "c2"))
+
+    gone = table.remove_connection("c1")
+
+    assert [channel for channel, _ in gone] == ["agent:1", "agent:2"]
+    assert table.answer({"q": "channels"}) == {"channels": {"agent:2": 1}}
+
+
+def test_stats_count_users_by_digest_and_connections() -> None:
+    table = LocalPresence()
+    table.add("agent:1", member("alice", "c1"))
+    table.add("agent:1", member("alice", "c2"))
+
+    answer = table.answer({"q": "stats", "channel": "agent:1"})
+
+    assert answer == {"users": [user_digest("alice")], "connections": 2}
+
+
+def test_channels_answer_filters_by_namespace() -> None:
+    table = LocalPresence()
+    table.add("agent:1", member("alice", "c1"))
+    table.add("conversation:1", member("alice", "c1"))
+
+    assert table.answer({"q": "channels", "namespace": "agent"}) == {"channels": {"agent:1": 1}}
+
+
+def test_unknown_query_is_a_bad_request() -> None:
+    with pytest.raises(ProtocolError) as info:
+        LocalPresence().answer({"q": "everything"})
+    assert info.value.code == "bad_request"
+
+
+def test_roster_drops_the_members_of_a_dead_replica_only() -> None:
+    roster = Roster()
+    roster.follow("agent:1", [member("alice", "c1", "r1")])
+    roster.joined("agent:1", member("bob", "c2", "r2"))
+    roster.joined("agent:9", member("carol", "c3", "r2"))  # not followed: ignored
+
+    gone = roster.drop_replica("r2")
+
+    assert gone == [("agent:1", member("bob", "c2", "r2"))]
+    assert roster.drop_replica("r2") == []
+    assert roster.left("agent:1", "c1") == member("alice", "c1", "r1")
+
+
+def test_join_and_leave_notices_round_trip() -> None:
+    alice = member("alice", "c1", info={"avatar": "a.png"})
+    assert decode_event(encode_event("join", alice)) == ("join", alice)
+    assert decode_event(encode_event("leave", alice)) == ("leave", alice)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"not json", b"[]", b'{"e": "publish"}', b'{"e": "join", "u": 1, "c": "c", "r": "r"}'],
+)
+def test_anything_else_on_the_subject_is_not_a_notice(data: bytes) -> None:
+    with pytest.raises(ValueError, match=r"not|member"):
+        decode_event(data)
+
+
+def test_a_large_answer_is_split_and_gathered_back_whole() -> None:
+    body = {"clients": [{"user": f"u{n}", "connection": f"c{n}"} for n in range(2000)]}
+    gathering = Gathering(["r1"])
+
+    parts = split(body, "r1", part_bytes=1000)
+    for headers, data in reversed(parts):
+        assert not gathering.done
+        gathering.accept(headers, data)
+
+    assert len(parts) > 10
+    assert gathering.done
+    assert gathering.answers() == {"r1": body}
+
+
+def test_gathering_waits_for_every_known_replica_and_any_unknown_one_that_answers() -> None:
+    gathering = Gathering(["r1", "r2"])
+    for headers, data in split({"n": 1}, "r1") + split({"n": 3}, "r3"):
+        gathering.accept(headers, data)
+    assert not gathering.done
+
+    for headers, data in split({"n": 2}, "r2"):
+        gathering.accept(headers, data)
+
+    assert gathering.done
+    assert sorted(gathering.answers()) == ["r1", "r2", "r3"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,
+        {},
+        {REPLICA_HEADER: "r1"},
+        {REPLICA_HEADER: "r1", PART_HEADER: "x"},
+        {REPLICA_HEADER: "r1", PART_HEADER: "3/2"},
+    ],
+)
+def test_malformed_parts_are_ignored(headers: dict[str, str] | None) -> None:
+    gathering = Gathering(["r1"])
+    gathering.accept(headers, b"{}")
+    assert not gathering.done
+    assert gathering.answers() == {}
+
+
+def test_merged_presence_is_capped_and_says_truncated() -> None:
+    answers = [
+        {"clients": [{"user": "b", "connection": "2"}], "total": 1},
+        {
+            "clients": [{"user": "a", "connection": "1"}, {"user": "c", "connection": "3"}],
+            "total": 4,
+        },
+    ]
+
+    clients, truncated = merge_presence(answers, cap=2)
+
+    assert [c["user"] for c in clients] == ["a", "b"]
+    assert truncated
+    assert merge_presence(answers[:1], cap=2) == ([{"user": "b", "connection": "2"}], False)
+
+
+def test_merged_stats_count_a_user_on_two_replicas_once() -> None:
+    alice, bob = user_digest("alice"), user_digest("bob")
+    answers = [{"users": [alice], "connections": 1}, {"users": [alice, bob], "connections": 3}]
+    assert merge_stats(answers) == (2, 4)
+
+
+def test_merged_channels_sum_subscribers_per_channel() -> None:
+    answers = [{"channels": {"agent:1": 2, "agent:2": 1}}, {"channels": {"agent:1": 3}}]
+    assert merge_channels(answers) == [
+        {"channel": "agent:1", "subscribers": 5},
+        {"channel": "agent:2", "subscribers": 1},
+    ]
+
+
+def test_a_replica_silent_for_the_ttl_is_dead_and_this_one_never_is() -> None:
+    peers = Peers("me", now=0.0)
+    assert peers.heard("r2", now=1.0)
+    assert not peers.heard("r2", now=5.0)
+    peers.heard("r3", now=2.0)
+
+    assert peers.expire(now=12.0, ttl=10.0) == ["r3"]
+    assert peers.alive() == {"me", "r2"}
+    assert peers.expire(now=100.0, ttl=10.0) == ["r2"]
+    assert peers.alive() == {"me"}
+
+
+def test_split_answers_are_json() -> None:
+    [(headers, data)] = split({"a": 1}, "r1")
+    assert orjson.loads(data) == {"a": 1}
+    assert headers == {REPLICA_HEADER: "r1", PART_HEADER: "0/1"}
