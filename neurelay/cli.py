@@ -17,6 +17,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -73,9 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--channels", nargs="*", default=[], metavar="PATTERN")
     token.add_argument("--publish", nargs="*", default=[], metavar="PATTERN")
     token.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS")
+    token.add_argument("--admin", action="store_true", help="add the claim admin: true")
+    token.add_argument("--info", help="the 'info' claim, a JSON object (shown in presence)")
     token.set_defaults(handler=_token)
 
-    for name, text in (("sub", "print messages of a channel"), ("pub", "publish one message")):
+    for name, text in (
+        ("sub", "print messages of a channel"),
+        ("pub", "publish one message"),
+        ("presence", "print who is subscribed to a channel, on every replica"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("channel")
         command.add_argument("--url", default=os.environ.get("NEURELAY_URL", DEFAULT_URL))
@@ -86,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
             group.add_argument("--last", type=int, help="start with the last N messages")
             command.add_argument("--count", type=int, help="exit after N messages")
             command.set_defaults(handler=_sub)
+        elif name == "presence":
+            command.add_argument(
+                "--stats", action="store_true", help="print only how many users and connections"
+            )
+            command.set_defaults(handler=_presence)
         else:
             command.add_argument("payload", help="JSON value (a bare word is sent as a string)")
             command.add_argument("--id", help="message id, for de-duplication of retries")
@@ -106,6 +118,11 @@ def _dev(args: argparse.Namespace) -> int:
             server=ServerSettings(host=args.host, port=args.port),
             nats=NatsSettings(servers=[nats.url]),
             auth=AuthSettings(secret=secret),
+            # Every namespace shows who is in a channel, live, in the console.
+            namespaces={
+                name: namespace.model_copy(update={"presence": True, "join_leave": True})
+                for name, namespace in GatewayConfig().namespaces.items()
+            },
             allowed_origins=["*"],
             console=True,
             log_level="WARNING",
@@ -148,9 +165,23 @@ def _token(args: argparse.Namespace) -> int:
             channels=args.channels,
             publish=args.publish,
             ttl_seconds=args.ttl,
+            admin=args.admin,
+            info=_info(args.info),
         )
     )
     return 0
+
+
+def _info(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        info = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise NeurelayError(f"--info is not JSON: {e}") from e
+    if not isinstance(info, dict):
+        raise NeurelayError("--info must be a JSON object")
+    return info
 
 
 def _require_token(args: argparse.Namespace) -> str:
@@ -207,6 +238,29 @@ def _pub(args: argparse.Namespace) -> int:
             )
 
     asyncio.run(send())
+    return 0
+
+
+def _presence(args: argparse.Namespace) -> int:
+    from neurelay.client import Client
+
+    async def ask() -> None:
+        async with Client(args.url, _require_token(args), reconnect=False) as client:
+            if args.stats:
+                stats = await client.presence_stats(args.channel)
+                line = {"channel": stats.channel, "users": stats.users}
+                print(orjson.dumps({**line, "connections": stats.connections}).decode())
+                return
+            presence = await client.presence(args.channel)
+            for member in presence.clients:
+                entry: dict[str, Any] = {"user": member.user, "connection": member.connection}
+                if member.info is not None:
+                    entry["info"] = member.info
+                print(orjson.dumps(entry).decode())
+            if presence.truncated:
+                print("neurelay: the list was cut at the gateway's limit", file=sys.stderr)
+
+    asyncio.run(ask())
     return 0
 
 

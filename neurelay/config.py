@@ -121,11 +121,12 @@ class AuthSettings(_Section):
         0.0, ge=0, le=300, description="Clock skew tolerated on `exp` and `nbf`."
     )
     max_token_lifetime_seconds: float = Field(
-        86_400.0,
+        10 * 366 * 86_400.0,
         ge=60,
-        le=366 * 86_400,
+        le=10 * 366 * 86_400,
         description="Longest token lifetime accepted: `exp - iat`, or `exp - now` for a token "
-        "without `iat`. A revocation is kept this long, since no token it covers outlives it.",
+        "without `iat`. A revocation is kept this long, since no token it covers outlives "
+        "it; set it to the longest lifetime your issuer grants (default: ten years).",
     )
 
     @pydantic.model_validator(mode="after")

@@ -196,11 +196,11 @@ class RawClient:
         """Read until the server closes; return its close code."""
         while True:
             msg = await self.ws.receive(timeout)
-            if msg.type in (
-                aiohttp.WSMsgType.CLOSE,
-                aiohttp.WSMsgType.CLOSING,
-                aiohttp.WSMsgType.CLOSED,
-            ):
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                # The code the server sent; `ws.close_code` becomes 1006 when the server has
+                # dropped the socket before our close reply went out, which aiohttp may do.
+                return int(msg.data)
+            if msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 return self.ws.close_code
             if msg.type is aiohttp.WSMsgType.ERROR:
                 return self.ws.close_code

@@ -15,7 +15,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from neurelay.auth import Principal, TokenVerifier, may_publish, may_subscribe, mint_token
+from neurelay.auth import (
+    Principal,
+    Revocations,
+    TokenVerifier,
+    may_publish,
+    may_subscribe,
+    mint_token,
+)
 from neurelay.config import AuthSettings
 from neurelay.errors import ConfigError, ProtocolError
 from neurelay.protocol.channels import parse_channel
@@ -561,3 +568,51 @@ def test_minted_token_expires_ttl_seconds_after_now() -> None:
     found = hs256().verify(mint_token(SECRET, "alice", ttl_seconds=120, now=now))
 
     assert found.expires_at == int(now + 120)
+
+
+# -- presence claims and revocations ----------------------------------------------------------
+
+
+def test_info_and_admin_claims_reach_the_principal() -> None:
+    found = hs256().verify(mint_token(SECRET, "alice", admin=True, info={"name": "Alice"}))
+
+    assert found.admin
+    assert found.info == {"name": "Alice"}
+
+
+@pytest.mark.parametrize(
+    "claims_",
+    [{"info": "Alice"}, {"info": ["a"]}, {"info": {"bio": "x" * 1100}}, {"admin": "yes"}],
+)
+def test_malformed_info_or_admin_claim_is_auth_failed(claims_: dict[str, Any]) -> None:
+    assert refusal(hs256(), sign(claims(**claims_))) is ErrorCode.AUTH_FAILED
+
+
+def test_token_living_longer_than_the_configured_lifetime_is_refused() -> None:
+    verifier = TokenVerifier(AuthSettings(secret=SECRET, max_token_lifetime_seconds=3600))
+
+    assert refusal(verifier, mint_token(SECRET, "alice", ttl_seconds=7200)) is (
+        ErrorCode.AUTH_FAILED
+    )
+    assert verifier.verify(mint_token(SECRET, "alice", ttl_seconds=600)).user == "alice"
+
+
+def test_revocation_covers_tokens_issued_before_it_and_lapses() -> None:
+    revocations = Revocations()
+    old = Principal("alice", (), (), 0.0, issued_at=100.0)
+    new = Principal("alice", (), (), 0.0, issued_at=300.0)
+    undated = Principal("alice", (), (), 0.0)
+    revocations.revoke("alice", 200_000, until=1_000.0)
+
+    assert revocations.revoked(old, now=500.0)
+    assert revocations.revoked(undated, now=500.0)
+    assert not revocations.revoked(new, now=500.0)
+    assert not revocations.revoked(old, now=1_000.0)
+
+
+def test_an_earlier_revocation_never_weakens_a_later_one() -> None:
+    revocations = Revocations()
+    revocations.revoke("alice", 200_000, until=1_000.0)
+
+    assert revocations.revoke("alice", 100_000, until=900.0) == 200_000
+    assert revocations.revoked(Principal("alice", (), (), 0.0, issued_at=150.0), now=950.0)

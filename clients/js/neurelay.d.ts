@@ -22,6 +22,7 @@ export type ErrorCode =
   | "message_too_large"
   | "rate_limited"
   | "too_many_connections"
+  | "presence_disabled"
   | "unavailable"
   | "internal";
 
@@ -45,6 +46,8 @@ export declare const CLOSE_CODES: Readonly<{
   AUTH_TIMEOUT: 4001;
   TOO_MANY_CONNECTIONS: 4003;
   SLOW_CONSUMER: 4005;
+  DISCONNECTED: 4008;
+  TOKEN_REVOKED: 4009;
 }>;
 export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];
 
@@ -91,6 +94,35 @@ export interface Published {
   duplicate: boolean;
   /** The message id used (given or generated). */
   id: string;
+}
+
+/** One connection in a channel's presence; `info` is its token's `info` claim. */
+export interface PresenceMember {
+  user: string;
+  /** Opaque, unique across the gateway's replicas. */
+  connection: string;
+  info: { [key: string]: JsonValue } | null;
+}
+
+export interface Presence {
+  channel: string;
+  clients: PresenceMember[];
+  /** True when the gateway cut the list at its limit (`presence.max_clients`). */
+  truncated: boolean;
+}
+
+export interface PresenceStats {
+  channel: string;
+  /** Distinct users. */
+  users: number;
+  connections: number;
+}
+
+export interface SubscriptionEvents {
+  /** Another connection subscribed (namespaces with join/leave on). */
+  join: PresenceMember;
+  /** A connection unsubscribed, disconnected, or its gateway replica died. */
+  leave: PresenceMember;
 }
 
 /** Something that returns a token, e.g. by asking your backend; asked again on expiry. */
@@ -149,6 +181,12 @@ export interface ClientEvents {
   error: unknown;
   /** The client stopped for good; `error` is null when `close()` was called. */
   closed: { error: NeurelayError | null };
+  /** Another connection subscribed to a followed channel (namespaces with join/leave on). */
+  join: PresenceMember & { channel: string };
+  /** A connection left a followed channel. */
+  leave: PresenceMember & { channel: string };
+  /** A backend ended this client's subscription to `channel` (the server API). */
+  unsubscribed: { channel: string };
 }
 
 /** Messages of one channel, in order, each once. Leaving a `for await` loop unsubscribes. */
@@ -163,6 +201,10 @@ export declare class Subscription<P = JsonValue> implements AsyncIterableIterato
   /** The next message; rejects with `timeout` after `timeoutMs`, or with why it ended. */
   get(timeoutMs?: number): Promise<Message<P>>;
   unsubscribe(): Promise<void>;
+  /** Who is subscribed to this channel on every replica (`presence_disabled` where off). */
+  presence(): Promise<Presence>;
+  presenceStats(): Promise<PresenceStats>;
+  on<E extends keyof SubscriptionEvents>(event: E, listener: (member: SubscriptionEvents[E]) => void): () => void;
   next(): Promise<IteratorResult<Message<P>>>;
   return(): Promise<IteratorResult<Message<P>>>;
   [Symbol.asyncIterator](): AsyncIterableIterator<Message<P>>;
@@ -187,6 +229,9 @@ export declare class Client {
   /** Resolves once stored; retried across reconnects with the same id, so stored once. */
   publish(channel: string, payload: JsonValue, options?: { id?: string }): Promise<Published>;
   ping(): Promise<void>;
+  /** Who is subscribed to `channel` on every replica (`presence_disabled` where off). */
+  presence(channel: string): Promise<Presence>;
+  presenceStats(channel: string): Promise<PresenceStats>;
 }
 
 /** Create a client and open its first connection. */

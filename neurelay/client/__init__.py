@@ -15,7 +15,15 @@ from neurelay.client.connection import Client
 from neurelay.client.subscription import Subscription
 from neurelay.errors import ClientError, ConnectionLost, NeurelayError, RequestTimeout, ServerError
 from neurelay.protocol.codes import CloseCode, ErrorCode
-from neurelay.protocol.server_frames import Message, Published
+from neurelay.protocol.server_frames import (
+    Join,
+    Leave,
+    Member,
+    Message,
+    Presence,
+    PresenceStats,
+    Published,
+)
 
 __all__ = [
     "Client",
@@ -23,8 +31,13 @@ __all__ = [
     "CloseCode",
     "ConnectionLost",
     "ErrorCode",
+    "Join",
+    "Leave",
+    "Member",
     "Message",
     "NeurelayError",
+    "Presence",
+    "PresenceStats",
     "Published",
     "RequestTimeout",
     "ServerError",

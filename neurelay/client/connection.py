@@ -35,8 +35,12 @@ from neurelay.protocol.frames import FrameId
 from neurelay.protocol.server_frames import (
     Authenticated,
     Error,
+    Join,
+    Leave,
     Message,
     Pong,
+    Presence,
+    PresenceStats,
     Published,
     ServerFrame,
     Subscribed,
@@ -45,7 +49,9 @@ from neurelay.protocol.server_frames import (
 )
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
-Reply = TypeVar("Reply", Authenticated, Subscribed, Unsubscribed, Published, Pong)
+Reply = TypeVar(
+    "Reply", Authenticated, Subscribed, Unsubscribed, Published, Pong, Presence, PresenceStats
+)
 # Errors after which reconnecting cannot help without the caller doing something.
 _FINAL_ERRORS = frozenset({ErrorCode.AUTH_FAILED})
 # Errors that end one subscription when re-subscribing after a reconnect.
@@ -70,8 +76,11 @@ class Client:
         backoff_initial: float = 0.1,
         backoff_max: float = 10.0,
         request_timeout: float = 30.0,
+        on_join_leave: Callable[[Join | Leave], None] | None = None,
     ) -> None:
         self.url = url
+        # Called with every `join`/`leave` of the channels followed (namespaces with join/leave).
+        self.on_join_leave = on_join_leave
         self._token = token
         self._codec: Codec = CODECS[subprotocol]
         self._reconnect = reconnect
@@ -194,7 +203,7 @@ class Client:
                 continue
             # Frames behind the reply (history after `subscribed`) wait until it is handled.
             incoming = self._unread.popleft()
-            if incoming.id == frame_id:
+            if getattr(incoming, "id", None) == frame_id:
                 return _reply(incoming, expected)
             self._dispatch(incoming)
 
@@ -243,6 +252,10 @@ class Client:
                     break
 
     def _dispatch(self, frame: ServerFrame) -> None:
+        if isinstance(frame, Join | Leave):
+            if self.on_join_leave is not None and frame.channel in self._following:
+                self.on_join_leave(frame)
+            return
         if isinstance(frame, Message):
             following = self._following.get(frame.channel)
             if following is not None:
@@ -359,6 +372,16 @@ class Client:
 
     async def ping(self) -> None:
         await self._request(frames.ping(), Pong)
+
+    async def presence(self, channel: str) -> Presence:
+        """Who is subscribed to `channel` on every replica (namespaces with presence on)."""
+        return await self._request(frames.ask_presence(channel), Presence, retry=True)
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        """How many users and connections are subscribed to `channel`."""
+        return await self._request(
+            frames.ask_presence(channel, stats=True), PresenceStats, retry=True
+        )
 
 
 def _reply(frame: ServerFrame, expected: type[Reply]) -> Reply:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from neurelay.gateway import connection, console, http_api
+from neurelay.gateway import connection, console, http_api, server_api
 from neurelay.gateway.runtime import Gateway
 from neurelay.gateway.web import GATEWAY_KEY
 from neurelay.protocol.codes import CloseCode
@@ -43,6 +43,7 @@ def create_app(gateway: Gateway, *, dev_token: str | None = None) -> web.Applica
             web.get("/metrics", metrics),
             web.post("/api/v1/publish", http_api.publish),
             web.get("/api/v1/channels/{channel}/history", http_api.history),
+            *server_api.routes(),
         ]
     )
     console.install(app, dev_token=dev_token)

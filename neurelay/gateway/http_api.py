@@ -28,7 +28,8 @@ from neurelay.protocol.codes import ErrorCode
 MAX_BATCH = 1000
 
 
-def _principal(request: web.Request) -> Principal:
+def request_principal(request: web.Request) -> Principal:
+    """The principal of the request's bearer token; ProtocolError when missing or refused."""
     if "token" in request.query:
         raise ProtocolError(
             ErrorCode.BAD_REQUEST,
@@ -47,7 +48,7 @@ async def publish(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     limit = gateway.live.config.limits.max_message_bytes
     try:
-        principal = _principal(request)
+        principal = request_principal(request)
         if request.content_length is not None and request.content_length > limit:
             raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"body exceeds {limit} bytes")
         body = await request.read()
@@ -110,7 +111,7 @@ async def _publish_batch(
 async def history(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     try:
-        principal = _principal(request)
+        principal = request_principal(request)
         channel = parse_channel(request.match_info["channel"])
         depth = gateway.history_depth(principal, channel)
         since = _query_int(request, "since", 0, 0, 2**53 - 1)

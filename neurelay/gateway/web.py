@@ -30,6 +30,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.AUTH_FAILED: 401,
     ErrorCode.TOKEN_EXPIRED: 401,
     ErrorCode.FORBIDDEN: 403,
+    ErrorCode.PRESENCE_DISABLED: 409,
     ErrorCode.MESSAGE_TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.TOO_MANY_CONNECTIONS: 429,

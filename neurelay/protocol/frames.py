@@ -244,6 +244,13 @@ def ping(frame_id: FrameId | None = None) -> dict[str, Any]:
     return _frame(type="ping", id=frame_id)
 
 
+def ask_presence(
+    channel: str, frame_id: FrameId | None = None, *, stats: bool = False
+) -> dict[str, Any]:
+    """A `presence` request, or with `stats` a `presence_stats` one."""
+    return _frame(type="presence_stats" if stats else "presence", id=frame_id, channel=channel)
+
+
 def presence(
     channel: str, clients: list[dict[str, Any]], truncated: bool, frame_id: FrameId | None
 ) -> dict[str, Any]:

@@ -79,7 +79,62 @@ class Pong:
     id: FrameId | None = None
 
 
-ServerFrame = Authenticated | Subscribed | Unsubscribed | Published | Message | Error | Pong
+@dataclasses.dataclass(frozen=True, slots=True)
+class Member:
+    """One connection in a channel's presence; `info` is its token's `info` claim."""
+
+    user: str
+    connection: str
+    info: Mapping[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Presence:
+    """Who is subscribed to `channel`, on every replica; `truncated` when the list was cut."""
+
+    channel: str
+    clients: tuple[Member, ...]
+    truncated: bool = False
+    id: FrameId | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PresenceStats:
+    channel: str
+    users: int
+    connections: int
+    id: FrameId | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Join:
+    """Another connection subscribed to `channel`."""
+
+    channel: str
+    member: Member
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Leave:
+    """A connection left `channel`: it unsubscribed, disconnected, or its replica died."""
+
+    channel: str
+    member: Member
+
+
+ServerFrame = (
+    Authenticated
+    | Subscribed
+    | Unsubscribed
+    | Published
+    | Message
+    | Error
+    | Pong
+    | Presence
+    | PresenceStats
+    | Join
+    | Leave
+)
 
 
 def parse_server_frame(obj: object) -> ServerFrame | None:
@@ -129,6 +184,22 @@ class _Fields:
         value = self._get("id", lambda v: _is_text(v) or _is_integer(v), None)
         return value if isinstance(value, str | int) else None
 
+    def info(self) -> Mapping[str, Any] | None:
+        value = self._get("info", lambda v: isinstance(v, Mapping), None)
+        return value if isinstance(value, Mapping) else None
+
+    def member(self) -> Member:
+        return Member(self.text("user"), self.text("connection"), self.info())
+
+    def members(self) -> tuple[Member, ...]:
+        listed = self._get("clients", lambda v: isinstance(v, list), _REQUIRED)
+        found = []
+        for entry in listed:
+            if not isinstance(entry, Mapping):
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "'clients' holds a non-object")
+            found.append(_Fields(entry).member())
+        return tuple(found)
+
     def payload(self) -> Any:
         if "payload" not in self._obj:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "'payload' is required")
@@ -170,4 +241,12 @@ _BUILDERS: Final[Mapping[str, Callable[[_Fields], ServerFrame]]] = {
         _error_code(f.text("code")), f.text("message"), f.id(), f.optional_text("channel")
     ),
     "pong": lambda f: Pong(f.id()),
+    "presence": lambda f: Presence(
+        f.text("channel"), f.members(), f.flag("truncated", False), f.id()
+    ),
+    "presence_stats": lambda f: PresenceStats(
+        f.text("channel"), f.integer("users"), f.integer("connections"), f.id()
+    ),
+    "join": lambda f: Join(f.text("channel"), f.member()),
+    "leave": lambda f: Leave(f.text("channel"), f.member()),
 }

@@ -183,3 +183,22 @@ async def test_console_under_neurelay_dev_connects_with_the_dev_token_by_itself(
     )
     assert chrome.text("#user") == "dev"
     await subscribe_in_console(chrome, "system")
+
+
+async def test_console_shows_who_is_in_a_subscribed_channel_live(
+    chrome: Browser, gateway_process: Callable[..., GatewayProcess], token
+):
+    namespaces = {"conversation": {"history_messages": 10, "presence": True, "join_leave": True}}
+    gateway = await gateway_process("page", console=True, namespaces=namespaces).start()
+    await open_console(chrome, gateway, token(user="browser", info={"name": "Browser"}))
+    channel = "conversation:together"
+    await subscribe_in_console(chrome, channel)
+    shown = f'#subscriptions li[data-channel="{channel}"] .presence'
+    await chrome.until(lambda: chrome.text(shown) == "here: Browser", "the console itself")
+
+    async with Client(gateway.ws_url, token(user="ada", info={"name": "Ada"})) as python:
+        await python.subscribe(channel)
+        await chrome.until(lambda: chrome.text(shown) == "here: Ada, Browser", "Ada's join")
+        await python.unsubscribe(channel)
+        await chrome.until(lambda: chrome.text(shown) == "here: Browser", "Ada's leave")
+    chrome.screenshot("console-presence")

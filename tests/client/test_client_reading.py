@@ -63,7 +63,7 @@ async def _send(ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
 
 async def test_frames_of_unknown_types_and_unknown_fields_are_skipped(stand_in):
     async def script(ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
-        await _send(ws, {"type": "presence", "channel": "agent:1", "users": ["bob"]})
+        await _send(ws, {"type": "typing", "channel": "agent:1", "users": ["bob"]})
         await _send(ws, {**frames.pong(frame["id"]), "region": "eu"})
 
     async with Client(await stand_in(script), "t", reconnect=False) as client:

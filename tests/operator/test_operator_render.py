@@ -189,3 +189,27 @@ def test_gateway_pods_pause_before_draining_and_get_time_for_both() -> None:
     (container,) = pod["containers"]
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "7"]
     assert pod["terminationGracePeriodSeconds"] >= 7 + 20
+
+
+def test_channel_presence_and_join_leave_reach_the_config_map_and_apply_live(
+    tmp_path: Path,
+) -> None:
+    quiet = channels()
+    social = [
+        ChannelSpec.model_validate(
+            {"gateway": "edge", "namespace": "agent", "presence": True, "joinLeave": True}
+        ),
+        quiet[1],
+    ]
+
+    before = render.render_children(REF, spec(), quiet, {"auth": "d1"})
+    after = render.render_children(REF, spec(), social, {"auth": "d1"})
+    config = config_of(after, tmp_path)
+
+    assert (config.namespaces["agent"].presence, config.namespaces["agent"].join_leave) == (
+        True,
+        True,
+    )
+    assert not config.namespaces["metrics"].presence
+    assert not config_of(before, tmp_path).namespaces["agent"].join_leave
+    assert template_hash(after) == template_hash(before)

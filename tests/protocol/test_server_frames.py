@@ -10,13 +10,21 @@ from neurelay.protocol.codes import ErrorCode
 from neurelay.protocol.server_frames import (
     Authenticated,
     Error,
+    Join,
+    Leave,
+    Member,
     Message,
     Pong,
+    Presence,
+    PresenceStats,
     Published,
     Subscribed,
     Unsubscribed,
     parse_server_frame,
 )
+
+ALICE = {"user": "alice", "connection": "r1-1", "info": {"name": "Alice"}}
+BOB = {"user": "bob", "connection": "r2-1"}
 
 
 @pytest.mark.parametrize(
@@ -41,6 +49,19 @@ from neurelay.protocol.server_frames import (
         ),
         (frames.error(ErrorCode.TOKEN_EXPIRED, "renew"), Error(ErrorCode.TOKEN_EXPIRED, "renew")),
         (frames.pong(None), Pong()),
+        (
+            frames.presence("agent:1", [ALICE, BOB], False, 4),
+            Presence(
+                "agent:1",
+                (Member("alice", "r1-1", {"name": "Alice"}), Member("bob", "r2-1")),
+                False,
+                4,
+            ),
+        ),
+        (frames.presence("agent:1", [], True, None), Presence("agent:1", (), True)),
+        (frames.presence_stats("agent:1", 2, 3, "s"), PresenceStats("agent:1", 2, 3, "s")),
+        (frames.join("agent:1", ALICE), Join("agent:1", Member("alice", "r1-1", ALICE["info"]))),
+        (frames.leave("agent:1", BOB), Leave("agent:1", Member("bob", "r2-1"))),
     ],
 )
 def test_every_server_frame_the_gateway_builds_parses_to_its_type(built, typed):
@@ -54,7 +75,7 @@ def test_error_codes_arrive_as_the_enum():
 
 
 def test_a_newer_gateway_may_add_frame_types_fields_and_error_codes():
-    assert parse_server_frame({"type": "presence", "channel": "agent:1"}) is None
+    assert parse_server_frame({"type": "history_cleared", "channel": "agent:1"}) is None
     assert parse_server_frame({"type": "pong", "id": 1, "server": "g-2"}) == Pong(1)
     assert parse_server_frame({"type": "error", "code": "quota_exceeded", "message": "m"}) == Error(
         "quota_exceeded", "m"

@@ -350,3 +350,39 @@ describe("reconnect and resume", () => {
     assert.equal(client.reconnects, 0);
   });
 });
+
+describe("presence", () => {
+  test("presence, presenceStats and join/leave of another connection", async () => {
+    const channel = uniqueChannel();
+    const watcher = await open(gateway.url, gateway.mint("watcher"));
+    const subscription = await watcher.subscribe(channel);
+    const joins = [];
+    const left = new Promise((resolve) => subscription.on("leave", resolve));
+    const joined = new Promise((resolve) => subscription.on("join", (member) => resolve(joins.push(member))));
+    const clientJoins = [];
+    watcher.on("join", (member) => clientJoins.push(member));
+
+    const other = await open(gateway.url, gateway.mint("bob", { info: { name: "Bob" } }));
+    await other.subscribe(channel);
+    await within(WAIT, joined, "bob's join");
+    const presence = await subscription.presence();
+    const stats = await watcher.presenceStats(channel);
+    await other.unsubscribe(channel);
+    const leave = await within(WAIT, left, "bob's leave");
+
+    assert.deepEqual(joins.map((m) => [m.user, m.info]), [["bob", { name: "Bob" }]]);
+    assert.deepEqual(clientJoins.map((m) => [m.channel, m.user]), [[channel, "bob"]]);
+    assert.deepEqual(
+      presence.clients.map((c) => [c.user, c.info]).sort(),
+      [["bob", { name: "Bob" }], ["watcher", null]],
+    );
+    assert.equal(presence.truncated, false);
+    assert.deepEqual([stats.users, stats.connections], [2, 2]);
+    assert.equal(leave.connection, joins[0].connection);
+  });
+
+  test("a refused presence request rejects with the gateway's code", async () => {
+    const client = await open(gateway.url, gateway.token);
+    await assert.rejects(client.presence("nowhere:x"), (error) => error.code === "invalid_channel");
+  });
+});

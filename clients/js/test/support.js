@@ -112,10 +112,10 @@ function base64url(data) {
 }
 
 /** An HS256 token like `neurelay token` mints. */
-export function mintToken(secret, user, { channels = ["*"], publish = ["*"], ttl = 3600 } = {}) {
+export function mintToken(secret, user, { channels = ["*"], publish = ["*"], ttl = 3600, info } = {}) {
   const now = Math.floor(Date.now() / 1000);
   const header = base64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const claims = base64url(JSON.stringify({ sub: user, iat: now, exp: now + ttl, channels, publish }));
+  const claims = base64url(JSON.stringify({ sub: user, iat: now, exp: now + ttl, channels, publish, info }));
   const signature = createHmac("sha256", secret).update(`${header}.${claims}`).digest("base64url");
   return `${header}.${claims}.${signature}`;
 }

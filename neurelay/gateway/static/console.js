@@ -1,6 +1,7 @@
 /**
  * The Neurelay console page: connect with a token, subscribe, publish, and watch messages,
- * their seq, reconnects and the gateway's counters. It uses the same client module the
+ * their seq, who is in each subscribed channel (live, where the namespace has presence and
+ * join/leave on), reconnects and the gateway's counters. It uses the same client module the
  * gateway serves to everyone (/client/neurelay.js). The token stays in this page's memory.
  */
 
@@ -152,7 +153,9 @@ function subscriptionItem(channel) {
   seq.textContent = "–";
   const recovered = document.createElement("span");
   recovered.className = "muted recovered";
-  label.append(name, " last seq ", seq, " ", recovered);
+  const here = document.createElement("span");
+  here.className = "muted presence";
+  label.append(name, " last seq ", seq, " ", recovered, " ", here);
   const drop = document.createElement("button");
   drop.type = "button";
   drop.className = "small";
@@ -188,10 +191,40 @@ async function subscribe(event) {
     item.dataset.subscribed = "true";
     item.querySelector(".recovered").textContent = subscription.recovered ? "" : "(history incomplete)";
     logEvent("info", `subscribed to ${channel}`);
+    await showPresence(subscription, item);
   } catch (error) {
     item.remove();
     if (subscriptions.get(channel) === item) subscriptions.delete(channel);
     logEvent("error", `subscribe ${channel}: ${describe(error)}`);
+  }
+}
+
+/** Who is in the channel: asked once, then kept current from join and leave. */
+async function showPresence(subscription, item) {
+  const people = new Map(); // connection -> display name
+  const name = (member) => (typeof member.info?.name === "string" ? member.info.name : member.user);
+  const render = () => {
+    const names = [...new Set(people.values())].sort();
+    item.querySelector(".presence").textContent = names.length ? `here: ${names.join(", ")}` : "";
+  };
+  subscription.on("join", (member) => {
+    people.set(member.connection, name(member));
+    logEvent("info", `${name(member)} joined ${subscription.channel}`);
+    render();
+  });
+  subscription.on("leave", (member) => {
+    people.delete(member.connection);
+    logEvent("info", `${name(member)} left ${subscription.channel}`);
+    render();
+  });
+  try {
+    const presence = await subscription.presence();
+    for (const member of presence.clients) people.set(member.connection, name(member));
+    render();
+  } catch (error) {
+    if (error.code !== "presence_disabled") {
+      logEvent("error", `presence ${subscription.channel}: ${describe(error)}`);
+    }
   }
 }
 

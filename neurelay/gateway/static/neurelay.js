@@ -42,6 +42,7 @@ export const ERROR_CODES = Object.freeze([
   "message_too_large",
   "rate_limited",
   "too_many_connections",
+  "presence_disabled",
   "unavailable",
   "internal",
 ]);
@@ -59,6 +60,8 @@ export const CLOSE_CODES = Object.freeze({
   AUTH_TIMEOUT: 4001,
   TOO_MANY_CONNECTIONS: 4003,
   SLOW_CONSUMER: 4005,
+  DISCONNECTED: 4008,
+  TOKEN_REVOKED: 4009,
 });
 
 // Errors after which reconnecting cannot help without the caller doing something.
@@ -147,6 +150,37 @@ export class Subscription {
     this._ended = false;
     this._error = null;
     this._ready = null; // {resolve, reject, timer} until the first `subscribed`
+    this._listeners = new Map();
+  }
+
+  /** Who is subscribed to this channel on every replica: `{channel, clients, truncated}`. */
+  presence() {
+    return this._client.presence(this.channel);
+  }
+
+  /** How many users and connections are subscribed to this channel: `{channel, users, connections}`. */
+  presenceStats() {
+    return this._client.presenceStats(this.channel);
+  }
+
+  /** Listen to `join` or `leave` of other connections (namespaces with join/leave on); returns an unsubscribe function. */
+  on(event, listener) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(listener);
+    return () => this._listeners.get(event)?.delete(listener);
+  }
+
+  /** @internal A `join` or `leave` frame of this channel. */
+  _notice(frame) {
+    if (this._ended) return;
+    const member = { user: frame.user, connection: frame.connection, info: frame.info ?? null };
+    for (const listener of [...(this._listeners.get(frame.type) ?? [])]) {
+      try {
+        listener(member);
+      } catch (error) {
+        this._client._emit("error", error);
+      }
+    }
   }
 
   /** @internal The subscribe frame for now: the first one, or a resume after a reconnect. */
@@ -340,7 +374,7 @@ export class Client {
     return this._state;
   }
 
-  /** Listen to `state`, `connected`, `disconnected`, `reconnecting`, `error` or `closed`; returns an unsubscribe function. */
+  /** Listen to `state`, `connected`, `disconnected`, `reconnecting`, `error`, `closed`, `join`, `leave` or `unsubscribed`; returns an unsubscribe function. */
   on(event, listener) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
     this._listeners.get(event).add(listener);
@@ -627,6 +661,19 @@ export class Client {
       this._subscriptions.get(frame.channel)?._offer(frame);
       return false;
     }
+    if (kind === "join" || kind === "leave") {
+      this._subscriptions.get(frame.channel)?._notice(frame);
+      this._emit(kind, { channel: frame.channel, user: frame.user, connection: frame.connection, info: frame.info ?? null });
+      return;
+    }
+    if (kind === "unsubscribed" && frame.id == null && this._subscriptions.has(frame.channel)) {
+      // A backend ended the subscription through the server API.
+      const subscription = this._subscriptions.get(frame.channel);
+      this._subscriptions.delete(frame.channel);
+      subscription._end(null);
+      this._emit("unsubscribed", { channel: frame.channel });
+      return;
+    }
     let id = frame.id;
     if (kind === "error" && id == null) {
       if (frame.code === "token_expired") {
@@ -822,6 +869,19 @@ export class Client {
   /** A round trip to the gateway. */
   async ping() {
     await this._request({ type: "ping" }, { retry: false });
+  }
+
+  /** Who is subscribed to `channel` on every replica: `{channel, clients, truncated}`. */
+  async presence(channel) {
+    const reply = await this._request({ type: "presence", channel }, { retry: true });
+    const clients = (reply.clients ?? []).map((c) => ({ user: c.user, connection: c.connection, info: c.info ?? null }));
+    return { channel: reply.channel, clients, truncated: Boolean(reply.truncated) };
+  }
+
+  /** How many users and connections are subscribed to `channel`: `{channel, users, connections}`. */
+  async presenceStats(channel) {
+    const reply = await this._request({ type: "presence_stats", channel }, { retry: true });
+    return { channel: reply.channel, users: reply.users ?? 0, connections: reply.connections ?? 0 };
   }
 }
 

@@ -78,6 +78,16 @@ class ChannelSpec(SpecModel):
     limits: ChannelLimitsSpec = Field(
         default_factory=ChannelLimitsSpec, description="Per-namespace limit overrides."
     )
+    presence: bool = Field(
+        False,
+        description="Answer presence and presence_stats (who is subscribed, across "
+        "replicas) for this namespace's channels. Applied live.",
+    )
+    join_leave: bool = Field(
+        False,
+        description="Send join and leave frames to a channel's subscribers when another "
+        "connection subscribes, unsubscribes or goes away. Applied live.",
+    )
     deletion_policy: Literal["Delete", "Retain"] = Field(
         "Retain",
         description="What happens to the JetStream stream when the Channel is deleted or its "
@@ -94,4 +104,6 @@ class ChannelSpec(SpecModel):
             max_message_bytes=self.limits.max_message_bytes,
             subscribe=self.permissions.subscribe,
             publish=self.permissions.publish,
+            presence=self.presence,
+            join_leave=self.join_leave,
         )
