@@ -45,7 +45,7 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         if not leaked:
             return
         await asyncio.sleep(0.02)
-    pytest.fail(f"leaked asyncio tasks: {[t.get_name() for t in leaked]}")
+    pytest.fail(f"leaked asyncio tasks: {[(t.get_name(), t.get_coro()) for t in leaked]}")
 
 
 @pytest.fixture(scope="session")

@@ -256,6 +256,12 @@ class Client:
             if self.on_join_leave is not None and frame.channel in self._following:
                 self.on_join_leave(frame)
             return
+        if isinstance(frame, Unsubscribed) and frame.id is None:
+            # A backend ended the subscription (the server API): its iterator finishes.
+            following = self._following.pop(frame.channel, None)
+            if following is not None:
+                following.end()
+            return
         if isinstance(frame, Message):
             following = self._following.get(frame.channel)
             if following is not None:

@@ -13,6 +13,7 @@ nats-py exception is turned into
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -348,8 +349,16 @@ class Bus:
     async def watch_revocations(self, ttl_seconds: float) -> AsyncGenerator[bytes, None]:
         """Every revocation stored now, then every new one, until cancelled."""
         kv = await self.revocation_bucket(ttl_seconds)
+        # A watch cancelled half-way leaves nats-py's consumer and its heartbeat task behind:
+        # it is finished, then stopped.
+        creating = asyncio.ensure_future(kv.watchall(ignore_deletes=True))
         with mapped("revocation table failed"):
-            watcher = await kv.watchall(ignore_deletes=True)
+            try:
+                watcher = await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                with contextlib.suppress(*NATS_ERRORS):
+                    await (await creating).stop()  # type: ignore[no-untyped-call]
+                raise
         try:
             async for entry in watcher:
                 if entry is not None and entry.value:
