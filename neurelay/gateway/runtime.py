@@ -354,4 +354,3 @@ def _refusal(
         frame_id=frame_id,
         channel=None if channel is None else channel.name,
     )
-
