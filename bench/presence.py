@@ -1,6 +1,7 @@
 """python -m bench.presence: presence and join/leave across three gateways on one NATS.
 
-Two measurements, printed as JSON and saved to bench/results/presence.json:
+Two measurements, saved to bench/results/latest-presence-<size>.json and
+shown in docs/performance.md ("Presence across three gateways", `section`):
 
 - `presence` and `presence_stats` round trips on one channel whose members
   are spread over three gateway processes (the full list: `max_clients` is
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import statistics
 import subprocess
@@ -33,12 +35,12 @@ import aiohttp
 import orjson
 import yaml
 
+from bench import report
 from bench.__main__ import raise_open_files
 from neurelay.auth import mint_token
 from neurelay.embedded import EmbeddedNats, free_port
 
 SECRET = "bench-presence-secret-" + "p" * 32
-RESULTS = Path(__file__).resolve().parent / "results"
 CROWD = "conversation:crowd"
 STORM = "conversation:storm"
 STEADY = "agent:steady"
@@ -291,6 +293,53 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"gateways": 3, "presence": presence, "storm": storm}
 
 
+SECTION = """
+## Presence across three gateways
+
+_Run {started}: `python -m bench.presence --members {members} --storm {storm_clients}`;
+three gateway processes and one NATS, the clients in one Python process on the same machine._
+
+| measure | p50 | p99 | max |
+|---|---|---|---|
+{rows}
+The storm: {storm_clients:,} clients subscribed within {arrived_in_s} s to one channel of a
+namespace with join/leave on, so every arrival sent a `join` to everyone already there
+({join_frames_delivered:,} `join` frames delivered); delivery on the other channel
+({steady_rate_per_s:g} messages/s, publisher and subscriber on two of the gateways) took
+{p50_ratio} times as long at p50 and {p99_ratio} times at p99. A `presence` answer is one
+request on core NATS answered by every replica, so its cost grows with the members listed
+(every entry encoded by its replica, then by the asking one); Centrifugo's published presence
+figures are for its Redis and Tarantool engines on other hardware, not comparable number for
+number.
+"""
+
+
+def _row(label: str, figures: dict[str, float]) -> str:
+    cells = " | ".join(f"{figures[key]} ms" for key in ("p50_ms", "p99_ms", "max_ms"))
+    return f"| {label} | {cells} |\n"
+
+
+def section(size: str) -> str:
+    path = report.RESULTS / f"latest-presence-{size}.json"
+    if not path.exists():
+        return ""
+    result = json.loads(path.read_text())
+    presence, storm = result["presence"], result["storm"]
+    members, listed = presence["members"], presence["listed"]
+    rows = "".join(
+        (
+            _row(
+                f"`presence`, {members:,} members on 3 gateways, full list of {listed:,}",
+                presence["presence"],
+            ),
+            _row("`presence_stats`, same channel", presence["presence_stats"]),
+            _row("delivery on another channel, before the storm", storm["baseline"]),
+            _row("delivery on another channel, during the storm", storm["during_storm"]),
+        )
+    )
+    return SECTION.format(started=result["started"], members=members, rows=rows, **storm)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.presence")
     parser.add_argument("--members", type=int, default=3000, help="connections in the channel")
@@ -298,12 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storm", type=int, default=1000, help="clients subscribing at once")
     parser.add_argument("--storm-seconds", type=float, default=10.0)
     parser.add_argument("--steady-rate", type=float, default=50.0, help="messages per second")
+    parser.add_argument("--size", default="full", help="results label (tiny for the smoke test)")
+    parser.add_argument("--results", type=Path, help="directory for results (bench/results)")
     args = parser.parse_args(argv)
+    if args.results is not None:
+        report.RESULTS = args.results
     raise_open_files()
-    results = asyncio.run(run(args))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "presence.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(json.dumps(results, indent=2))
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    results = {"started": started, "size": args.size, **asyncio.run(run(args))}
+    report.RESULTS.mkdir(exist_ok=True)
+    path = report.RESULTS / f"latest-presence-{args.size}.json"
+    path.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    print(json.dumps(results, indent=1))
     return 0
 
 

@@ -346,8 +346,8 @@ class Bus:
                 return
         raise BusError(f"too much contention on revocation {key}")
 
-    async def watch_revocations(self, ttl_seconds: float) -> AsyncGenerator[bytes, None]:
-        """Every revocation stored now, then every new one, until cancelled."""
+    async def watch_revocations(self, ttl_seconds: float) -> AsyncGenerator[bytes | None, None]:
+        """Every revocation stored now, then None (caught up), then every new one."""
         kv = await self.revocation_bucket(ttl_seconds)
         # A watch cancelled half-way leaves nats-py's consumer and its heartbeat task behind:
         # it is finished, then stopped.
@@ -361,7 +361,9 @@ class Bus:
                 raise
         try:
             async for entry in watcher:
-                if entry is not None and entry.value:
+                if entry is None:
+                    yield None
+                elif entry.value:
                     yield entry.value
         finally:
             try:

@@ -72,6 +72,7 @@ class Coordinator:
         self._lost: set[str] = set()
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._revocations_loaded = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -87,6 +88,13 @@ class Coordinator:
                 asyncio.create_task(self._beating(), name="neurelay-presence-beat"),
                 asyncio.create_task(self._watching_revocations(), name="neurelay-revocations"),
             ]
+            # Not ready before the revocations stored so far are known: a replica started
+            # after a revocation must refuse the revoked tokens from its first connection.
+            timeout = self._live.config.presence.request_timeout_seconds
+            try:
+                await asyncio.wait_for(self._revocations_loaded.wait(), timeout)
+            except TimeoutError:
+                self._log.warning("revocations not loaded within %.1fs; going on", timeout)
         await self._beat(hello=True)
 
     async def stop(self) -> None:
@@ -231,6 +239,9 @@ class Coordinator:
                 async with contextlib.aclosing(self._bus.watch_revocations(lifetime)) as updates:
                     async for value in updates:
                         delay = 0.5
+                        if value is None:
+                            self._revocations_loaded.set()
+                            continue
                         try:
                             self._remember(*_revocation(value))
                         except ValueError as e:

@@ -48,3 +48,21 @@ def test_publishing_bench_runs_every_path_at_a_tiny_size(tmp_path: Path) -> None
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads((tmp_path / "latest-publishing-tiny.json").read_text())
     assert [run["path"] for run in result["runs"]] == ["ws", "http", "direct"]
+
+
+@pytest.mark.timeout(180)
+def test_presence_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    options = ["--members", "9", "--queries", "3", "--storm", "6", "--storm-seconds", "1"]
+    options += ["--size", "tiny", "--results", str(tmp_path)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.presence", *options],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((tmp_path / "latest-presence-tiny.json").read_text())
+    assert (result["presence"]["listed"], result["presence"]["stats"]["users"]) == (9, 9)
+    assert result["storm"]["join_frames_delivered"] == 6 * 5 // 2
