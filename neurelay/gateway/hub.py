@@ -351,10 +351,18 @@ class Hub:
             self.roster.left(name, member.connection)
             self._tell(feed, frames.leave(name, member.entry()), member.connection)
 
-    def seed(self, channel: Channel, members: list[Member]) -> None:
-        """Members other replicas had before this one followed `channel`."""
-        if channel.name in self._feeds:
-            self.roster.follow(channel.name, members)
+    def seed(self, channel: Channel, members: list[Member], *, announce: bool = False) -> None:
+        """Members other replicas hold in `channel`, learnt by asking them.
+
+        With `announce`, those this replica did not know get a `join`: they are back after
+        their replica was taken for dead (and their `leave` sent).
+        """
+        feed = self._feeds.get(channel.name)
+        if feed is None:
+            return
+        for member in self.roster.follow(channel.name, members):
+            if announce:
+                self._tell(feed, frames.join(channel.name, member.entry()), member.connection)
 
     def needs_seed(self, channel: Channel) -> bool:
         """True once per feed: its roster must learn the members other replicas already had."""

@@ -144,10 +144,15 @@ class Roster:
     def __init__(self) -> None:
         self._channels: dict[str, dict[str, Member]] = {}
 
-    def follow(self, channel: str, known: Iterable[Member] = ()) -> None:
+    def follow(self, channel: str, known: Iterable[Member] = ()) -> list[Member]:
+        """Follow `channel` (if not yet) and learn `known` members; returns those new to it."""
         members = self._channels.setdefault(channel, {})
+        added = []
         for member in known:
-            members.setdefault(member.connection, member)
+            if member.connection not in members:
+                members[member.connection] = member
+                added.append(member)
+        return added
 
     def forget(self, channel: str) -> None:
         self._channels.pop(channel, None)

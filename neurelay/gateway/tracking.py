@@ -170,9 +170,9 @@ class Tracker:
     async def _replica_back(self, replica: str) -> None:
         for channel in self._hub.followed():
             if self._join_leave(channel):
-                self._spawn(self._seed(channel))
+                self._spawn(self._seed(channel, announce=True))
 
-    async def _seed(self, channel: Channel) -> None:
+    async def _seed(self, channel: Channel, *, announce: bool = False) -> None:
         """Learn who other replicas hold in `channel`, so their death can be announced."""
         try:
             answers = await self.coordinator.ask({"q": "members", "channel": channel.name})
@@ -184,7 +184,7 @@ class Tracker:
             for wire in answer.get("members", ()):
                 with contextlib.suppress(ValueError):
                     members.append(Member.from_wire(wire))
-        self._hub.seed(channel, members)
+        self._hub.seed(channel, members, announce=announce)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name="neurelay-presence-seed")

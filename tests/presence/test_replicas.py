@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from neurelay.protocol.codecs import MSGPACK_SUBPROTOCOL
 from neurelay.protocol.codes import CloseCode
+from tests.conftest import SECRET
 from tests.support.processes import GatewayProcess
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -431,3 +433,38 @@ async def test_every_new_frame_works_in_messagepack(gateway_process, connect, to
     assert (stats["users"], stats["connections"]) == (2, 2)
     assert disabled["code"] == "presence_disabled"
     assert left["connection"] == joined["connection"]
+
+
+async def test_members_leave_while_nats_is_gone_and_join_again_when_it_returns(
+    tmp_path, own_nats, prefix, connect, token
+):
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    config = {
+        "nats": {"servers": [own_nats.url], "subject_prefix": prefix},
+        "auth": {"secret_file": str(secret_file)},
+        "namespaces": NAMESPACES,
+        "presence": {"ttl_seconds": TTL},
+    }
+    replicas = [GatewayProcess(tmp_path, name, json.loads(json.dumps(config))) for name in "ab"]
+    try:
+        for replica in replicas:
+            await replica.start()
+        watcher = await connect(replicas[0].ws_url, token(user="watcher"))
+        await watcher.request({"type": "subscribe", "channel": "conversation:outage"})
+        member = await connect(replicas[1].ws_url, token(user="bob"))
+        await member.request({"type": "subscribe", "channel": "conversation:outage"})
+        await next_of(watcher, "join")
+
+        own_nats.stop()
+        left = await next_of(watcher, "leave", timeout=TTL * 10)
+        own_nats.start()
+        back = await next_of(watcher, "join", timeout=30)
+        bystander = await watcher.request({"type": "ping"})
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+    assert (left["user"], back["user"]) == ("bob", "bob")
+    assert back["connection"] == left["connection"]
+    assert bystander["type"] == "pong"
