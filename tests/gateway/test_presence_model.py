@@ -219,3 +219,12 @@ def test_split_answers_are_json() -> None:
     [(headers, data)] = split({"a": 1}, "r1")
     assert orjson.loads(data) == {"a": 1}
     assert headers == {REPLICA_HEADER: "r1", PART_HEADER: "0/1"}
+
+
+def test_roster_learning_members_reports_only_those_it_did_not_know() -> None:
+    roster = Roster()
+    roster.follow("agent:1", [member("alice", "c1", "r1")])
+
+    added = roster.follow("agent:1", [member("alice", "c1", "r1"), member("bob", "c2", "r2")])
+
+    assert added == [member("bob", "c2", "r2")]
