@@ -8,6 +8,8 @@ subjects replicas talk over (presence queries, commands, heartbeats). Any
 nats-py exception is turned into
 `BusUnavailable` or `BusError` here, through the one mapping of
 `neurelay.jetstream.errors`; streams are synced through `neurelay.jetstream`.
+It is longer than most modules because it is the gateway's one door to
+nats-py: splitting it would give nats-py a second one.
 """
 
 from __future__ import annotations

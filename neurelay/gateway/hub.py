@@ -17,7 +17,9 @@ Join/leave notices arrive on the same live subject, marked by a header; the
 hub turns them into `join`/`leave` frames for the channel's followers (not
 for the connection that joined) when the namespace has join/leave on, and
 keeps a `Roster` of the members announced so that the connections of a dead
-replica can be sent off with `leave` (`replica_gone`).
+replica can be sent off with `leave` (`replica_gone`). Notices share the
+feeds, their subscription and their followers with messages, which is why
+they are handled here rather than in a module of their own.
 """
 
 from __future__ import annotations
