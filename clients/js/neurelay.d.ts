@@ -40,6 +40,7 @@ export declare const CLIENT_ERROR_CODES: readonly ClientErrorCode[];
 export declare const CLOSE_CODES: Readonly<{
   NORMAL: 1000;
   GOING_AWAY: 1001;
+  PROTOCOL_ERROR: 1002;
   MESSAGE_TOO_BIG: 1009;
   INTERNAL_ERROR: 1011;
   SERVICE_RESTART: 1012;

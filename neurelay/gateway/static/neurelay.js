@@ -54,6 +54,7 @@ export const CLIENT_ERROR_CODES = Object.freeze(["connection_lost", "closed", "t
 export const CLOSE_CODES = Object.freeze({
   NORMAL: 1000,
   GOING_AWAY: 1001,
+  PROTOCOL_ERROR: 1002,
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
   SERVICE_RESTART: 1012,
