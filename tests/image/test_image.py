@@ -94,7 +94,7 @@ def _size(path: Path) -> int:
 
 
 def test_image_size_is_within_the_budget_the_readme_states(container: WorkingContainer, capsys):
-    budget = int(re.search(r"size budget:\s+(\d+) MB", (REPO / "README.md").read_text())[1])
+    budget = int(re.search(r"size\s+budget:\s+(\d+)\s+MB", (REPO / "README.md").read_text())[1])
     root = container.rootfs
     total = _size(root)
     site = next((root / VENV / "lib").glob("python3.*/site-packages"))
