@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from neurelay.errors import ProtocolError
-from neurelay.gateway.deadlines import deadlines
+from neurelay.gateway.deadlines import DEAD, PING, Heartbeat, deadlines
 from neurelay.gateway.masking import WebSocketResponse
 from neurelay.gateway.outbox import Outbox
 from neurelay.gateway.runtime import Gateway
@@ -40,6 +40,10 @@ from neurelay.protocol import frames
 from neurelay.protocol.codecs import CODECS, JSON
 from neurelay.protocol.codes import CloseCode, ErrorCode
 
+# An empty ping, as a server sends it (unmasked); written whole, so never inside another frame.
+_PING_FRAME = b"\x89\x00"
+# What `ws.receive()` returns once the connection is over.
+_ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 # A client closed as a slow consumer may read this long to reach the close frame, then is cut.
 SLOW_CONSUMER_GRACE_SECONDS = 30.0
 # How long a slow consumer's close handshake may take before its socket closes without it.
@@ -60,9 +64,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error_response(ErrorCode.UNAVAILABLE, "gateway is at its connection capacity")
     ws = WebSocketResponse(
         protocols=tuple(CODECS),
-        heartbeat=config.limits.heartbeat_seconds,
+        # Pings both ways are ours (Connection.on_deadline, the receive loop): aiohttp's
+        # heartbeat would cost every connection timer handles of its own.
+        heartbeat=None,
+        autoping=False,
         max_msg_size=config.limits.max_message_bytes * 2 + _TRANSPORT_SLACK,
-        autoping=True,
         # No permessage-deflate: a message is encoded once and the same bytes go to every
         # subscriber; per-connection compression would redo the work for each of them.
         compress=False,
@@ -81,6 +87,7 @@ class Connection:
         "_admitted_user",
         "_closing",
         "_deadlines",
+        "_heartbeat",
         "gateway",
         "id",
         "log",
@@ -102,6 +109,7 @@ class Connection:
         self.log = gateway.log.getChild("connection")
         self._admitted_user: str | None = None
         self._deadlines = deadlines()
+        self._heartbeat = Heartbeat(gateway.live.config.limits.heartbeat_seconds, time.time())
         self._closing: asyncio.Task[None] | None = None
 
     async def serve(self, token: str | None) -> web.StreamResponse:
@@ -138,11 +146,16 @@ class Connection:
             if admit is not None:
                 await self._execute(self.session.admitted(admit.principal, True, None))
             self._schedule()
-            async for message in self.ws:
+            while True:  # not `async for`: its iterator frame would cost each connection
+                message = await self.ws.receive()
+                now = time.time()
+                self._heartbeat.heard(now)
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    await self._execute(self.session.receive(message.data, time.time()))
+                    await self._execute(self.session.receive(message.data, now))
                     self._schedule()
-                elif message.type is WSMsgType.ERROR:
+                elif message.type is WSMsgType.PING:
+                    await self.ws.pong(message.data)
+                elif message.type in _ENDED:
                     break
         except Exception:
             # A fault of ours ends this connection only, never the gateway.
@@ -262,10 +275,27 @@ class Connection:
     # -- deadlines and closing ---------------------------------------------------------------
 
     def _schedule(self) -> None:
-        self._deadlines.set(self, self.session.next_deadline())
+        deadline, beat = self.session.next_deadline(), self._heartbeat.due
+        self._deadlines.set(self, beat if deadline is None else min(deadline, beat))
 
     def on_deadline(self) -> None:
-        actions = self.session.tick(time.time())
+        now = time.time()
+        beat = self._heartbeat.tick(now)
+        transport = self.request.transport
+        if beat == DEAD:
+            # Like aiohttp's heartbeat: no close handshake with a client that does not answer.
+            self.log.debug("no pong in time", extra={"connection": self.id})
+            if transport is not None:
+                transport.abort()
+            return
+        if (
+            beat == PING
+            and transport is not None
+            and not transport.is_closing()
+            and not self.ws.closed  # nothing may follow a close frame
+        ):
+            transport.write(_PING_FRAME)
+        actions = self.session.tick(now)
         for action in actions:
             if isinstance(action, Send):
                 self._send(action.frame)

@@ -7,6 +7,8 @@ entry in a bucket of `RESOLUTION` seconds, and one timer, set for the
 earliest bucket, calls `on_deadline()` of each owner whose bucket is due.
 Deadlines never fire early and at most `RESOLUTION` seconds late. Times are
 wall-clock seconds (`time.time()`), as the session's deadlines are.
+`Heartbeat` decides, on the same timer, when to ping a quiet client and when
+to give it up (aiohttp's own heartbeat costs each connection timer handles).
 """
 
 from __future__ import annotations
@@ -118,3 +120,43 @@ def deadlines() -> Deadlines:
     if found is None:
         found = _per_loop[loop] = Deadlines(loop)
     return found
+
+
+PING = "ping"
+DEAD = "dead"
+
+
+class Heartbeat:
+    """When to ping a connection and when to give it up, without I/O.
+
+    The connection's deadline includes `due`; at it, `tick` says `PING` (send a
+    ping: nothing was heard from the client for `interval` seconds), `DEAD`
+    (nothing came within half the interval after the ping) or None (the client
+    was heard from meanwhile: `due` moved on). `heard` is all a frame costs.
+    """
+
+    __slots__ = ("_heard", "_pinged", "due", "interval")
+
+    def __init__(self, interval: float, now: float) -> None:
+        self.interval = interval
+        self._heard = now
+        self._pinged: float | None = None
+        self.due = now + interval
+
+    def heard(self, now: float) -> None:
+        self._heard = now
+
+    def tick(self, now: float) -> str | None:
+        if now < self.due:
+            return None
+        if self._pinged is not None:
+            if self._heard <= self._pinged:
+                return DEAD
+            self._pinged = None
+        quiet_until = self._heard + self.interval
+        if now < quiet_until:
+            self.due = quiet_until
+            return None
+        self._pinged = now
+        self.due = now + self.interval / 2
+        return PING

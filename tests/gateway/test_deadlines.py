@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from neurelay.gateway.deadlines import Deadlines, deadlines
+from neurelay.gateway.deadlines import DEAD, PING, Deadlines, Heartbeat, deadlines
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -99,3 +99,25 @@ async def test_churn_does_not_grow_the_timer_state():
 
 async def test_one_deadlines_per_event_loop():
     assert deadlines() is deadlines()
+
+
+def test_a_heartbeat_pings_a_quiet_client_and_gives_it_up_without_an_answer():
+    beat = Heartbeat(interval=10.0, now=100.0)
+    assert beat.due == 110.0
+    assert beat.tick(109.9) is None
+    assert beat.tick(110.0) == PING
+    assert beat.due == 115.0
+    assert beat.tick(114.0) is None
+    assert beat.tick(115.0) == DEAD
+
+
+def test_a_heartbeat_waits_while_the_client_is_heard_from():
+    beat = Heartbeat(interval=10.0, now=100.0)
+    beat.heard(105.0)
+    assert beat.tick(110.0) is None  # heard 5 s ago: the next look is 10 s after that
+    assert beat.due == 115.0
+    assert beat.tick(115.0) == PING
+    beat.heard(116.0)  # the pong (or any frame)
+    assert beat.tick(120.0) is None  # answered: not dead, quiet for 10 s from the pong
+    assert beat.due == 126.0
+    assert beat.tick(126.0) == PING

@@ -19,7 +19,9 @@ async def test_an_idle_connection_keeps_no_http_phase_state_queue_or_task(gatewa
     (connection,) = gateway.gateway.connections
     request = connection.request
     assert request.protocol._parser is None
-    assert "query" not in request._cache
+    assert request._cache == {}
+    assert len(request.protocol._messages) == 0
+    assert request.protocol._messages.maxlen == 0
     assert connection.outbox._frames is None
     assert connection.outbox._writer is None
     assert deadlines()._where[connection] is not None  # token expiry, on the shared timer

@@ -425,6 +425,27 @@ async def test_client_that_stops_answering_pings_is_closed(
         await ws.close()
 
 
+async def test_a_client_that_answers_pings_stays_and_its_own_pings_are_answered(
+    gateway_factory, make_config, token
+):
+    running = await gateway_factory(make_config(limits={"heartbeat_seconds": 0.4}))
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(running.ws_url + "?token=" + token(), autoping=False)
+        assert (await ws.receive_json())["type"] == "authenticated"
+        pings = 0
+        while pings < 3:  # three of the server's pings, each answered
+            msg = await ws.receive(timeout=10)
+            assert msg.type is aiohttp.WSMsgType.PING, msg
+            await ws.pong(msg.data)
+            pings += 1
+        assert len(running.gateway.connections) == 1
+        await ws.ping(b"are you there")
+        while (msg := await ws.receive(timeout=10)).type is aiohttp.WSMsgType.PING:
+            await ws.pong(msg.data)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.PONG, b"are you there")
+        await ws.close()
+
+
 async def test_slow_consumer_is_disconnected_while_others_keep_pace(
     gateway_factory, make_config, connect, token
 ):
