@@ -78,17 +78,71 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error_response(ErrorCode.BAD_REQUEST, "expected a WebSocket upgrade")
     codec = CODECS.get(ready.protocol or "", JSON)
     connection = Connection(gateway, codec, ws, request)
-    return await connection.serve(bearer_token(request))
+    # The rest is here, not in a method: this handler's frame lasts as long as the connection,
+    # and a second frame would cost every idle connection some hundred bytes.
+    token = bearer_token(request)
+    admit: Admit | None = None
+    if token is not None:
+        try:
+            admit = connection.session.authenticate_at_upgrade(token)
+        except ProtocolError as e:
+            gateway.metrics.rejections.labels(e.code.value).inc()
+            return error_response(e.code, e.message)
+        if not await connection.acquire(admit):
+            code = ErrorCode.TOO_MANY_CONNECTIONS
+            gateway.metrics.rejections.labels(code.value).inc()
+            return error_response(code, "user holds too many connections")
+    token = None  # a copy of the JWT: not to be held as long as this frame
+    try:
+        await ws.prepare(request)
+    except BaseException as e:
+        # The client went away during the upgrade: its admission must not linger.
+        if connection.admitted_user is not None:
+            await gateway.release(connection.admitted_user, connection.id)
+        if isinstance(e, ConnectionResetError):
+            gateway.metrics.upgrades_abandoned.inc()
+            return web.Response(status=400)  # nobody is left to read it
+        raise
+    trim(request)
+    transport = request.transport
+    connection.outbox.start(ws)
+    if not ws.compress and transport is not None:
+        connection.outbox.write_directly(ws, transport)
+    gateway.connections.add(connection)
+    gateway.metrics.connections.inc()
+    try:
+        if admit is not None:
+            actions, admit = connection.session.admitted(admit.principal, True, None), None
+            await connection.execute(actions)
+        connection.schedule()
+        while True:  # not `async for`: its iterator frame would cost each connection
+            message = await ws.receive()
+            now = time.time()
+            connection.heartbeat.heard(now)
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                await connection.execute(connection.session.receive(message.data, now))
+                connection.schedule()
+            elif message.type is WSMsgType.PING:
+                await ws.pong(message.data)
+            elif message.type in _ENDED:
+                break
+    except Exception:
+        # A fault of ours ends this connection only, never the gateway.
+        connection.log.exception("connection failed", extra={"connection": connection.id})
+        await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        await connection.cleanup()
+    return ws
 
 
 class Connection:
     # Slots: every idle connection holds one; a __dict__ would cost it a few hundred bytes.
     __slots__ = (
-        "_admitted_user",
         "_closing",
         "_deadlines",
-        "_heartbeat",
+        "admitted_user",
         "gateway",
+        "heartbeat",
         "id",
         "log",
         "outbox",
@@ -107,65 +161,12 @@ class Connection:
         self.session = Session(self.id, codec, gateway.live, time.time())
         self.outbox = Outbox(codec, gateway.live, self._on_overflow)
         self.log = gateway.log.getChild("connection")
-        self._admitted_user: str | None = None
+        self.admitted_user: str | None = None
         self._deadlines = deadlines()
-        self._heartbeat = Heartbeat(gateway.live.config.limits.heartbeat_seconds, time.time())
+        self.heartbeat = Heartbeat(gateway.live.config.limits.heartbeat_seconds, time.time())
         self._closing: asyncio.Task[None] | None = None
 
-    async def serve(self, token: str | None) -> web.StreamResponse:
-        admit: Admit | None = None
-        if token is not None:
-            try:
-                admit = self.session.authenticate_at_upgrade(token)
-            except ProtocolError as e:
-                self.gateway.metrics.rejections.labels(e.code.value).inc()
-                return error_response(e.code, e.message)
-            if not await self._acquire(admit):
-                code = ErrorCode.TOO_MANY_CONNECTIONS
-                self.gateway.metrics.rejections.labels(code.value).inc()
-                return error_response(code, "user holds too many connections")
-        try:
-            await self.ws.prepare(self.request)
-        except BaseException as e:
-            # The client went away during the upgrade: its admission must not linger.
-            if self._admitted_user is not None:
-                await self.gateway.release(self._admitted_user, self.id)
-            if isinstance(e, ConnectionResetError):
-                self.gateway.metrics.upgrades_abandoned.inc()
-                return web.Response(status=400)  # nobody is left to read it
-            raise
-        trim(self.request)
-        transport = self.request.transport
-        self.outbox.start(self.ws)
-        if not self.ws.compress and transport is not None:
-            self.outbox.write_directly(self.ws, transport)
-        gateway = self.gateway
-        gateway.connections.add(self)
-        gateway.metrics.connections.inc()
-        try:
-            if admit is not None:
-                await self._execute(self.session.admitted(admit.principal, True, None))
-            self._schedule()
-            while True:  # not `async for`: its iterator frame would cost each connection
-                message = await self.ws.receive()
-                now = time.time()
-                self._heartbeat.heard(now)
-                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    await self._execute(self.session.receive(message.data, now))
-                    self._schedule()
-                elif message.type is WSMsgType.PING:
-                    await self.ws.pong(message.data)
-                elif message.type in _ENDED:
-                    break
-        except Exception:
-            # A fault of ours ends this connection only, never the gateway.
-            self.log.exception("connection failed", extra={"connection": self.id})
-            await self.close(CloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            await self._cleanup()
-        return self.ws
-
-    async def _cleanup(self) -> None:
+    async def cleanup(self) -> None:
         gateway = self.gateway
         self._deadlines.cancel(self)
         gateway.connections.discard(self)
@@ -177,18 +178,18 @@ class Connection:
             # The socket broke under the writer; the rest of the clean-up must still run.
             self.log.debug("writer ended: %r", failure, extra={"connection": self.id})
         await gateway.drop(self.outbox, list(self.session.subscriptions.values()), self.id)
-        if self._admitted_user is not None:
-            await gateway.release(self._admitted_user, self.id)
+        if self.admitted_user is not None:
+            await gateway.release(self.admitted_user, self.id)
 
-    async def _acquire(self, admit: Admit) -> bool:
+    async def acquire(self, admit: Admit) -> bool:
         granted = await self.gateway.admit(admit.principal.user, self.id)
         if granted:
-            self._admitted_user = admit.principal.user
+            self.admitted_user = admit.principal.user
         return granted
 
     # -- actions -----------------------------------------------------------------------------
 
-    async def _execute(self, actions: list[Action]) -> None:
+    async def execute(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 self._send(action.frame)
@@ -196,8 +197,8 @@ class Connection:
                 await self.close(action.code, action.reason)
                 return
             elif isinstance(action, Admit):
-                granted = await self._acquire(action)
-                await self._execute(
+                granted = await self.acquire(action)
+                await self.execute(
                     self.session.admitted(action.principal, granted, action.frame_id)
                 )
             elif isinstance(action, StartSubscription):
@@ -217,7 +218,7 @@ class Connection:
             if isinstance(action, Close):
                 self._close_soon(action.code, action.reason)
                 return
-        await self._execute(actions)
+        await self.execute(actions)
 
     def _send(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "error":
@@ -274,13 +275,13 @@ class Connection:
 
     # -- deadlines and closing ---------------------------------------------------------------
 
-    def _schedule(self) -> None:
-        deadline, beat = self.session.next_deadline(), self._heartbeat.due
+    def schedule(self) -> None:
+        deadline, beat = self.session.next_deadline(), self.heartbeat.due
         self._deadlines.set(self, beat if deadline is None else min(deadline, beat))
 
     def on_deadline(self) -> None:
         now = time.time()
-        beat = self._heartbeat.tick(now)
+        beat = self.heartbeat.tick(now)
         transport = self.request.transport
         if beat == DEAD:
             # Like aiohttp's heartbeat: no close handshake with a client that does not answer.
@@ -302,7 +303,7 @@ class Connection:
             elif isinstance(action, Close):
                 self._close_soon(action.code, action.reason)
                 return
-        self._schedule()
+        self.schedule()
 
     def _on_overflow(self) -> None:
         self.log.warning("slow consumer disconnected", extra={"connection": self.id})

@@ -143,7 +143,12 @@ class Outbox:
         gathered = self._gathered
         if gathered is not None:
             if not self._frames and self._gathered_bytes < DIRECT_WRITE_LIMIT:
-                gathered.append(self._gatherable(data, framed))
+                # Inline, not a method: this line runs once per delivery.
+                gathered.append(
+                    data
+                    if self.codec.batched
+                    else framed or websocket_frame(data, self.codec.binary)
+                )
                 self._gathered_bytes += len(data)
                 return
             # A burst (a replay, say) past the direct-write bound goes through the bounded
