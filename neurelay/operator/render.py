@@ -95,8 +95,14 @@ def gateway_config(
     )
 
 
+# libyaml's emitter writes the same text about three times as fast (a gateway with 1,000
+# Channels has a ConfigMap of ~150 kB); the pure-Python one where libyaml is missing.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def config_yaml(config: GatewayConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    document = config.model_dump(mode="json", exclude_none=True)
+    return str(yaml.dump(document, Dumper=_DUMPER, sort_keys=True))
 
 
 def render_children(
