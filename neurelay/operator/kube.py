@@ -26,6 +26,7 @@ from neurelay.errors import NeurelayError
 from neurelay.operator import API_VERSION
 
 FIELD_MANAGER = "neurelay-operator"
+MAX_CONNECTIONS = 16
 
 Manifest = dict[str, Any]
 
@@ -79,6 +80,10 @@ class Kube:
     async def connect(cls, log: logging.Logger, kubeconfig: str | None = None) -> Kube:
         """In-cluster service account when available, else the kubeconfig."""
         configuration = client.Configuration()
+        # Requests beyond this many wait for a pooled connection instead of opening more:
+        # each TLS connection costs a handshake and ~300 kB of buffers, and 1,000 Channels
+        # applied at once would otherwise open a hundred.
+        configuration.connection_pool_maxsize = MAX_CONNECTIONS
         if kubeconfig is None:
             try:
                 config.load_incluster_config(  # type: ignore[no-untyped-call]
