@@ -544,12 +544,14 @@ def write_docs(size: str = "full") -> Path:
         f"\n## Machine\n\n{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
         f"{m['kernel']}; {versions}; {placement}.\n"
     )
-    from bench import admission, nats_clients, presence, publishing  # they import this module
+    # They import this module.
+    from bench import admission, nats_clients, operator_scale, presence, publishing
 
     parts.append(admission.section(size))
     parts.append(publishing.section(size))
     parts.append(nats_clients.section())
     parts.append(presence.section(size))
+    parts.append(operator_scale.section())
     parts.append(OPTIMISATIONS)
     profiled = RESULTS / f"latest-fanout-profile-{size}.json"
     if profiled.exists():
