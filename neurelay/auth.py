@@ -3,9 +3,11 @@
 `TokenVerifier` turns a token into a `Principal` or raises `ProtocolError`
 with `auth_failed` or `token_expired`. Exactly one algorithm is accepted, the
 one configured, so `alg: none` and algorithm-confusion tokens are refused.
-`exp` and `sub` are required; `exp`, `iat` and `nbf` must be finite numbers
-within sane bounds (an `exp` more than `MAX_TOKEN_LIFETIME_SECONDS` ahead is
-refused, so no time a reply carries can overflow 64 bits); `channels` and
+`exp` and `sub` are required; `exp`, `iat` and `nbf` must be finite,
+non-negative numbers (not booleans) within sane bounds, checked before the
+expiry is (so `exp: true` or `exp: -5` is `auth_failed`, never read as an
+expired time), and an `exp` more than `MAX_TOKEN_LIFETIME_SECONDS` ahead is
+refused, so no time a reply carries can overflow 64 bits; `channels` and
 `publish` are lists of glob patterns (`agent:*`, `conversation:42`); `info`
 is a JSON object of at most 1 KiB shown in presence; `admin: true` opens the
 server API; a lifetime over the configured `max_token_lifetime_seconds` is
@@ -141,10 +143,14 @@ class TokenVerifier:
                 issuer=settings.issuer,
                 audience=settings.audience,
                 leeway=settings.leeway_seconds,
-                options={"require": ["exp", "sub"], "verify_aud": settings.audience is not None},
+                # PyJWT reads `exp` with int(): `true` would be 1, an expired time. The
+                # expiry is checked below, once the claim is known to be a time.
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": settings.audience is not None,
+                    "verify_exp": False,
+                },
             )
-        except jwt.ExpiredSignatureError as e:
-            raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "token has expired") from e
         except jwt.InvalidTokenError as e:
             raise ProtocolError(ErrorCode.AUTH_FAILED, f"invalid token: {e}") from e
         except (OverflowError, ValueError, TypeError) as e:
@@ -155,13 +161,16 @@ class TokenVerifier:
         for name in _TIME_CLAIMS:
             _claim_time(claims.get(name), name)
         expires_at = float(claims["exp"])
-        if expires_at > time.time() + MAX_TOKEN_LIFETIME_SECONDS:
+        now = time.time()
+        if expires_at <= now - settings.leeway_seconds:
+            raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "token has expired")
+        if expires_at > now + MAX_TOKEN_LIFETIME_SECONDS:
             raise ProtocolError(
                 ErrorCode.AUTH_FAILED,
                 f"claim 'exp' lies more than {MAX_TOKEN_LIFETIME_SECONDS} seconds ahead",
             )
         issued_at = None if claims.get("iat") is None else float(claims["iat"])
-        start = time.time() if issued_at is None else issued_at
+        start = now if issued_at is None else issued_at
         if expires_at - start > settings.max_token_lifetime_seconds:
             raise ProtocolError(
                 ErrorCode.AUTH_FAILED,

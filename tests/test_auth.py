@@ -216,11 +216,20 @@ def test_non_numeric_exp_is_refused(exp: object) -> None:
         {"nbf": float("-inf")},
         {"nbf": -5},
         {"nbf": float("nan")},
+        {"exp": True},  # not read as 1, an expired time
+        {"exp": False},
+        {"exp": -5},  # not an expired time either
+        {"exp": -1e300},
+        {"nbf": True},
     ],
     ids=repr,
 )
 def test_time_claims_out_of_sane_bounds_are_auth_failed(overrides: dict[str, Any]) -> None:
     assert refusal(hs256(), sign(claims(**overrides))) is ErrorCode.AUTH_FAILED
+
+
+def test_exp_of_zero_is_a_time_long_past_and_token_expired() -> None:
+    assert refusal(hs256(), sign(claims(exp=0))) is ErrorCode.TOKEN_EXPIRED
 
 
 def test_token_living_ten_years_is_accepted() -> None:
