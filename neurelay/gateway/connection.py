@@ -44,7 +44,7 @@ from neurelay.protocol.codes import CloseCode, ErrorCode
 _PING_FRAME = b"\x89\x00"
 # What `ws.receive()` returns once the connection is over.
 _ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
-# A client closed as a slow consumer may read this long to reach the close frame, then is cut.
+# From the overflow, a slow consumer may read this long to reach the close frame, then is cut.
 SLOW_CONSUMER_GRACE_SECONDS = 30.0
 # How long a slow consumer's close handshake may take before its socket closes without it.
 SLOW_CONSUMER_REPLY_SECONDS = 1.0
@@ -308,6 +308,11 @@ class Connection:
     def _on_overflow(self) -> None:
         self.log.warning("slow consumer disconnected", extra={"connection": self.id})
         self.gateway.metrics.slow_consumers.inc()
+        transport = self.request.transport
+        if transport is not None:
+            # The grace period runs from now, however long the close itself takes.
+            deadline = asyncio.get_running_loop().time() + SLOW_CONSUMER_GRACE_SECONDS
+            self.gateway.lingering.hold(transport, deadline)
         self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def _close_soon(self, code: CloseCode, reason: str) -> None:
@@ -330,21 +335,16 @@ class Connection:
 
     async def _close_slow_consumer(self, reason: str) -> None:
         """Close a client that does not read: its queue is already dropped, so the close frame
-        goes right behind what the socket holds; the client has a grace period to read up to it
-        before the socket is cut."""
-        transport = self.request.transport
-        if transport is None:
+        goes right behind what the socket holds. The gateway's `Lingering` holds the socket
+        from the overflow on, until the client has read up to it or the grace period ends."""
+        if self.request.transport is None:
             return
-        cut = asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE_SECONDS, transport.abort)
         # The writer may be stuck waiting for the full socket to drain; frames are written
         # whole before that.
         await self.outbox.stop()
         with contextlib.suppress(TimeoutError):
-            # Its own close frame may never come: then the socket is closed once the client
-            # has read up to ours (or cut at the end of the grace period).
+            # Its own close frame may never come: the transport is then closed without it.
             await asyncio.wait_for(
                 self.ws.close(code=CloseCode.SLOW_CONSUMER, message=reason.encode(), drain=False),
                 timeout=SLOW_CONSUMER_REPLY_SECONDS,
             )
-        if transport.is_closing() and transport.get_write_buffer_size() == 0:
-            cut.cancel()

@@ -27,6 +27,7 @@ from neurelay.gateway import envelopes
 from neurelay.gateway.admission import ConnectionRegistry
 from neurelay.gateway.bus import Bus
 from neurelay.gateway.hub import Hub
+from neurelay.gateway.lingering import Lingering
 from neurelay.gateway.listening import Doorman
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox
@@ -86,6 +87,7 @@ class Gateway:
         self.hub = Hub(self.bus, self.live, self.metrics, self.log.getChild("hub"))
         self.registry = ConnectionRegistry(self.bus, self.live, self.log.getChild("admission"))
         self.connections: set[Client] = set()
+        self.lingering = Lingering()
         self._requests = RequestThrottle()
         self.replica = self.registry.replica
         self.tracker = Tracker(
@@ -152,6 +154,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self.lingering.close()
         await self.tracker.stop()
         await self.hub.close()
         await self.bus.close()
