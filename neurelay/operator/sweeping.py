@@ -7,14 +7,17 @@ listing: the stream it wants (`stream_drift`), the status it shows (Ready,
 stream name, message and byte counts, observed generation) and the
 governing Channel of its namespace. Only the Channels that differ are
 reconciled, by the same reconcile as a spec change, which restores the
-stream and reports what it changed. A pass costs O(N) for N Channels and
-makes no Kubernetes request while everything matches.
+stream and reports what it changed. While NATS cannot be reached, the
+Channels still saying Ready are reconciled, so their status says so. A
+pass costs O(N) for N Channels and makes no Kubernetes request while
+everything matches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
+from neurelay.errors import BusUnavailable
 from neurelay.jetstream.pool import NatsPool
 from neurelay.jetstream.streams import desired_stream, stream_drift
 from neurelay.jetstream.syncing import Stream, list_streams
@@ -50,6 +53,11 @@ def stale_channels(
         elif _owner_is_stale(entry, prefix, streams):
             stale.append(entry.name)
     return stale
+
+
+def unaware_channels(entries: Iterable[ChannelEntry]) -> list[str]:
+    """Names of the Channels that say Ready (not deleting, not paused): NATS went away."""
+    return [e.name for e in entries if e.ready == "True" and not e.deleting and not e.paused]
 
 
 def _owner_is_stale(entry: ChannelEntry, prefix: str, streams: Mapping[str, Stream]) -> bool:
@@ -89,9 +97,14 @@ async def sweep_gateway(
     ref = spec.nats.credentials_secret
     if ref is not None:
         credentials = await kube.secret_value(namespace, ref.name, ref.key)
-    js = await nats.jetstream(spec.nats.url, credentials)
     prefix = subject_prefix(namespace, gateway)
-    stale = stale_channels(entries, prefix, await list_streams(js, f"{prefix}.s.>"))
+    try:
+        js = await nats.jetstream(spec.nats.url, credentials)
+        stale = stale_channels(entries, prefix, await list_streams(js, f"{prefix}.s.>"))
+    except BusUnavailable:
+        # NATS is away: the Channels still saying Ready are reconciled, which reports it in
+        # their status; the others already say so and wait for NATS to come back.
+        stale = unaware_channels(entries)
     for name in stale:
         await reconcile_channel(namespace, name)
     return stale

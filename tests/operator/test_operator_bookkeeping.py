@@ -16,7 +16,7 @@ from neurelay.jetstream.streams import desired_stream
 from neurelay.operator.coalescing import Coalescer
 from neurelay.operator.directory import Directory, index_channel, index_gateway
 from neurelay.operator.kube import FIELD_MANAGER
-from neurelay.operator.sweeping import stale_channels
+from neurelay.operator.sweeping import stale_channels, unaware_channels
 from neurelay.operator.watching import ChildWatch, last_writer
 
 PREFIX = "prod_edge"
@@ -171,6 +171,14 @@ def test_a_sweep_reports_a_leftover_stream_of_a_channel_without_history_only_on_
     streams = server_streams(channel_body("x", "a"), channel_body("y", "b"))
     entries = directory_of(kept, gone).channels("prod", "edge")
     assert stale_channels(entries, PREFIX, streams) == ["gone"]
+
+
+def test_without_nats_only_the_channels_still_saying_ready_are_reconciled() -> None:
+    told = channel_body("told", "a")
+    told["status"]["conditions"][0] |= {"status": "False", "reason": "NatsUnavailable"}
+    paused = channel_body("paused", "c", annotations={"realtime.neurectomy.io/paused": "true"})
+    entries = directory_of(channel_body("ready", "b"), told, paused).channels("prod", "edge")
+    assert unaware_channels(entries) == ["ready"]
 
 
 async def test_a_burst_of_requests_costs_two_reconciles() -> None:

@@ -34,6 +34,12 @@ def stream(ns: str, namespace: str) -> str:
     return f"{prefix(ns)}_{namespace}"
 
 
+def served_history(cluster: Cluster, ns: str, channel_ns: str) -> int | None:
+    """History the gateway's ConfigMap gives `channel_ns`; None while it does not serve it."""
+    settings = served_namespaces(cluster, ns).get(channel_ns)
+    return None if settings is None else settings.history_messages
+
+
 def served_namespaces(
     cluster: Cluster, ns: str, gateway: str = "edge"
 ) -> dict[str, NamespaceSettings]:
@@ -91,7 +97,8 @@ def test_history_change_updates_the_stream_in_place(
     assert info is not None
     assert info.state.messages == 1  # updated, not re-created
     assert info.config.max_age == 600
-    eventually(lambda: served_namespaces(cluster, ns)["conversation"].history_messages == 7)
+    # The gateway's ConfigMap follows the Channel (a coalesced gateway reconcile).
+    eventually(lambda: served_history(cluster, ns, "conversation") == 7)
     assert any(e["reason"] == "StreamUpdated" for e in cluster.events(ns, "conv"))
 
 
@@ -197,11 +204,11 @@ def test_younger_channel_for_the_same_namespace_is_a_conflict(
     info = jetstream.info(stream(ns, "agent"))
     assert info is not None
     assert info.config.max_msgs_per_subject == 10
-    assert served_namespaces(cluster, ns)["agent"].history_messages == 10
+    eventually(lambda: served_history(cluster, ns, "agent") == 10)
     # When the older one goes (retaining the stream), the younger takes over.
     cluster.delete(CH, "a-first", ns)
     cluster.wait_condition(CH, "b-second", ns, "Ready", "True", timeout=30)
-    eventually(lambda: served_namespaces(cluster, ns)["agent"].history_messages == 99)
+    eventually(lambda: served_history(cluster, ns, "agent") == 99)
 
 
 def test_missing_gateway_is_reported_until_it_exists(
