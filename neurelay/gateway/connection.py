@@ -103,7 +103,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             gateway.metrics.upgrades_abandoned.inc()
             return web.Response(status=400)  # nobody is left to read it
         raise
-    trim(request)
+    trim(request, ws)
     transport = request.transport
     connection.outbox.start(ws)
     if not ws.compress and transport is not None:

@@ -3,15 +3,16 @@
 Most connections sit idle for hours, so what each one holds is what a
 gateway's memory grows by. aiohttp keeps its HTTP/1.1 request parser and
 its queue of parsed requests for a connection's whole life, though after a
-WebSocket upgrade its frame reader gets every byte, and the upgrade request
+WebSocket upgrade its frame reader gets every byte; the upgrade request
 caches what was read of it (the URL, the query with the `?token=` copied
-once more, the route match). `trim` lets them go: the parser and the cache
-(aiohttp computes a cached value again if asked), and the queue is swapped
-for one shared queue that holds nothing. It reaches into aiohttp's request
-handler (`_parser`, `_messages`) and request (`_cache`), which aiohttp has
-no public way to release; if a release renames them, nothing is trimmed (the
-connection is served all the same) and tests/gateway/test_idle_memory.py
-fails.
+once more, the route match); and the response keeps the upgrade's headers
+(close to a kilobyte) though they are sent. `trim` lets them go: the
+parser, the cache (aiohttp computes a cached value again if asked) and the
+sent headers, and the queue is swapped for one shared queue that holds
+nothing. It reaches into aiohttp's request handler (`_parser`,
+`_messages`) and request (`_cache`), which aiohttp has no public way to
+release; if a release renames them, nothing is trimmed (the connection is
+served all the same) and tests/gateway/test_idle_memory.py fails.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from aiohttp import web
 _NO_MESSAGES: deque[Any] = deque(maxlen=0)
 
 
-def trim(request: web.Request) -> None:
-    """Release the HTTP-phase state of `request`'s connection, now upgraded to a WebSocket."""
+def trim(request: web.Request, response: web.StreamResponse) -> None:
+    """Release the HTTP-phase state of `request`'s connection, upgraded by `response`."""
+    if response.prepared:
+        response.headers.clear()  # already on the wire
     handler = request.protocol
     # aiohttp reads with the HTTP parser only while `_payload_parser` is unset and the
     # connection not upgraded; after the upgrade its frame reader is the payload parser.

@@ -20,6 +20,7 @@ async def test_an_idle_connection_keeps_no_http_phase_state_queue_or_task(gatewa
     request = connection.request
     assert request.protocol._parser is None
     assert request._cache == {}
+    assert len(connection.ws.headers) == 0  # sent with the upgrade, not kept
     assert len(request.protocol._messages) == 0
     assert request.protocol._messages.maxlen == 0
     assert connection.outbox._frames is None
