@@ -11,6 +11,8 @@ subject prefix, none needing new infrastructure:
   `presence.ttl_seconds`. A replica silent for the TTL is taken for dead and
   the callback `on_replica_gone` sends `leave` for its connections. A replica
   heard again after that is asked for its members anew (`on_replica_back`).
+  A replica that has not read its own previous beat back is behind on what
+  NATS sent it and takes nobody for dead until it has caught up.
 - Join/leave notices go on the channel's own live subject with the
   `Neurelay-Event` header, so only replicas following the channel get them,
   in order with its messages (see `hub`).
@@ -73,6 +75,8 @@ class Coordinator:
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._revocations_loaded = asyncio.Event()
+        self._beats_sent = 0
+        self._beats_echoed = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -173,7 +177,8 @@ class Coordinator:
     # -- heartbeats --------------------------------------------------------------------------
 
     async def _beat(self, hello: bool = False) -> None:
-        body = {"r": self.replica, "hello": hello}
+        self._beats_sent += 1
+        body = {"r": self.replica, "n": self._beats_sent, "hello": hello}
         try:
             await self._bus.send(self._bus.subject("beat"), orjson.dumps(body))
         except BusError as e:
@@ -182,10 +187,14 @@ class Coordinator:
     async def _on_beat(self, msg: Msg) -> None:
         try:
             body = orjson.loads(msg.data)
-            replica, hello = body["r"], bool(body.get("hello"))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            replica, hello, number = body["r"], bool(body.get("hello")), body.get("n", 0)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return
-        if not isinstance(replica, str) or replica == self.replica:
+        if replica == self.replica and isinstance(number, int):
+            # Our own beat came back: every beat sent before it has been read too.
+            self._beats_echoed = max(self._beats_echoed, number)
+            return
+        if not isinstance(replica, str):
             return
         self._peers.heard(replica, time.time())
         if hello:
@@ -194,11 +203,23 @@ class Coordinator:
             self._lost.discard(replica)
             await self._on_replica_back(replica)
 
+    def _lagging(self) -> bool:
+        """True when this replica has not yet read its own previous beat back from NATS.
+
+        Then beats of the others may be waiting unread too: silence is not death. (Without
+        NATS at all nothing comes back, and the others count as silent, as they are.)
+        """
+        return self._bus.connected and self._beats_echoed < self._beats_sent - 1
+
     async def _beating(self) -> None:
         while True:
             ttl = self._live.config.presence.ttl_seconds
             await asyncio.sleep(ttl / 3)
+            lagging = self._lagging()
             await self._beat()
+            if lagging:
+                self._log.info("reading NATS behind; nobody is taken for dead this round")
+                continue
             for replica in self._peers.expire(time.time(), ttl):
                 self._log.warning(
                     "replica %s silent for %.1fs: its connections leave", replica, ttl
