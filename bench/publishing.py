@@ -78,8 +78,10 @@ async def _http(system: Neurelay, total: int, clients: int, window: int) -> None
     batches = total // 100
 
     async def worker(index: int, http: aiohttp.ClientSession) -> None:
-        headers = {"Authorization": f"Bearer {_token(f'h{index}')}"}
         for b in range(index, batches, clients):
+            # A user per batch: the per-user message rate must not be what is measured (and
+            # the gateway tree compared against takes no setting for it).
+            headers = {"Authorization": f"Bearer {_token(f'h{index}-{b}')}"}
             channel = f"agent:h{index}"
             body = [{"channel": channel, "payload": n, "id": b * 100 + n} for n in range(100)]
             async with http.post(url, data=orjson.dumps(body), headers=headers) as response:

@@ -193,6 +193,32 @@ class LimitSettings(_Section):
         ge=1,
         description="HTTP API requests one user may make at once; default one second's worth.",
     )
+    http_publish_messages_per_second: float = Field(
+        1000.0,
+        gt=0,
+        le=1_000_000,
+        description="Sustained messages per second one user (token subject) may publish "
+        "through `POST /api/v1/publish`, per replica: a batch costs its number of messages "
+        "(on top of counting as one request). More are answered 429 `rate_limited`.",
+    )
+    http_publish_burst: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Messages one user may publish through the HTTP API at once; default one "
+        "second's worth. Also the largest batch (at most 1,000): a bigger one is refused with "
+        "400 `bad_request`, since it could never be carried out.",
+    )
+    http_publish_bytes_in_flight: int = Field(
+        8 * MiB,
+        ge=64 * 1024,
+        le=1024 * MiB,
+        description="Bytes of `POST /api/v1/publish` requests being carried out at once, per "
+        "replica, counting each request's body and 64 KiB for the messages it keeps in flight. "
+        "Bounds the gateway's memory and the NATS pipeline ahead of WebSocket publishes "
+        "whatever the number of clients; a request that does not fit waits up to 5 s, then is "
+        "answered 503 `unavailable`.",
+    )
     auth_timeout_seconds: float = Field(
         10.0,
         gt=0,
@@ -209,6 +235,11 @@ class LimitSettings(_Section):
         description="Lifetime of a replica's heartbeat in the cross-replica connection count; "
         "rewritten at a third of it, so a crashed replica's connections stop counting after it.",
     )
+
+    @property
+    def http_publish_burst_messages(self) -> int:
+        """Messages one user may publish through the HTTP API at once."""
+        return self.http_publish_burst or max(1, int(self.http_publish_messages_per_second))
 
     @property
     def replay_budget(self) -> int:

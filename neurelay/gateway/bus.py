@@ -160,6 +160,11 @@ class Bus:
 
     # -- publishing --------------------------------------------------------------------------
 
+    @property
+    def publishes_in_flight(self) -> int:
+        """Publishes written to JetStream whose acks have not come yet."""
+        return 0 if self._acks is None else self._acks.in_flight
+
     async def publish(
         self, channel: Channel, body: bytes, message_key: str | None, keeps_history: bool
     ) -> tuple[int, bool]:

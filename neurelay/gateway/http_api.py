@@ -5,6 +5,10 @@ URL, where proxies and access logs keep it), count against the user's
 request rate, and apply the same validation and authorization as WebSocket
 frames (a publish body is checked as a `publish` frame; a JSON array of them
 is a batch), answering errors as `{"code", "message"}` with a fitting status.
+A publish also counts its messages against the user's message rate, and
+holds room in the gateway's budget of publishes in flight from before its
+body is read until its last ack; a batch goes out in windows of `WINDOW`
+messages, so what it keeps in flight stays small whatever its size.
 Handlers parse the request and call the `Gateway`; it raises only
 `ProtocolError`, answered through `web.refusal`.
 """
@@ -26,6 +30,9 @@ from neurelay.protocol.codes import ErrorCode
 
 # Messages one `POST /api/v1/publish` batch may hold: a bound on the work of one request.
 MAX_BATCH = 1000
+# Messages of one batch written before their acks are awaited (covered by the budget's
+# per-request charge).
+WINDOW = 64
 
 
 def request_principal(request: web.Request) -> Principal:
@@ -49,24 +56,33 @@ async def publish(request: web.Request) -> web.Response:
     limit = gateway.live.config.limits.max_message_bytes
     try:
         principal = request_principal(request)
+        # Every publish holds at least one message: counted before the body is read.
+        gateway.spend_publishes(principal, 1)
         if request.content_length is not None and request.content_length > limit:
             raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"body exceeds {limit} bytes")
-        body = await request.read()
-        if len(body) > limit:
-            raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"body exceeds {limit} bytes")
-        decoded = JSON.decode(body)
-        if isinstance(decoded, list):
-            return await _publish_batch(request, principal, decoded)
-        if not isinstance(decoded, dict) or "type" in decoded:
-            raise ProtocolError(
-                ErrorCode.BAD_REQUEST,
-                "body must be an object with 'channel', 'payload' and optional 'id'",
-            )
-        frame = frames.parse_client_frame({**decoded, "type": "publish"})
-        assert isinstance(frame, frames.Publish)
-        seq, duplicate = await gateway.publish_request(principal, frame, len(body))
+        async with gateway.http_publishing(request.content_length or limit):
+            return await _publish_body(request, principal, limit)
     except ProtocolError as e:
         return refusal(gateway, e)
+
+
+async def _publish_body(request: web.Request, principal: Principal, limit: int) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    body = await request.read()
+    if len(body) > limit:
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"body exceeds {limit} bytes")
+    decoded, size = JSON.decode(body), len(body)
+    del body  # parsed: only the messages are held from here on
+    if isinstance(decoded, list):
+        return await _publish_batch(request, principal, decoded)
+    if not isinstance(decoded, dict) or "type" in decoded:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            "body must be an object with 'channel', 'payload' and optional 'id'",
+        )
+    frame = frames.parse_client_frame({**decoded, "type": "publish"})
+    assert isinstance(frame, frames.Publish)
+    seq, duplicate = await gateway.publish_request(principal, frame, size)
     return web.json_response(
         {"channel": frame.channel.name, "seq": seq, "id": frame.id, "duplicate": duplicate}
     )
@@ -75,14 +91,20 @@ async def publish(request: web.Request) -> web.Response:
 async def _publish_batch(
     request: web.Request, principal: Principal, items: list[object]
 ) -> web.Response:
-    """A JSON array of publish bodies: all checked first, then published in order, pipelined.
+    """A JSON array of publish bodies: all checked first, then published in order, pipelined
+    in windows.
 
     One result per message, in order: what a single publish answers, or `{"code",
     "message"}` for a message refused while publishing (retry those with the same ids).
     """
     gateway = request.app[GATEWAY_KEY]
-    if not 1 <= len(items) <= MAX_BATCH:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"a batch holds 1 to {MAX_BATCH} messages")
+    largest = min(MAX_BATCH, gateway.live.config.limits.http_publish_burst_messages)
+    if not 1 <= len(items) <= largest:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"a batch holds 1 to {largest} messages (at most 1,000, and at most "
+            "limits.http_publish_burst)",
+        )
     batch = []
     for index, item in enumerate(items):
         if not isinstance(item, dict) or "type" in item:
@@ -93,6 +115,9 @@ async def _publish_batch(
         frame = frames.parse_client_frame({**item, "type": "publish"})
         assert isinstance(frame, frames.Publish)
         batch.append((frame, len(orjson.dumps(item))))
+    del items
+    # The first message was counted before the body was read.
+    gateway.spend_publishes(principal, len(batch) - 1)
 
     async def one(frame: frames.Publish, size: int) -> dict[str, object]:
         answer: dict[str, object] = {"channel": frame.channel.name, "id": frame.id}
@@ -103,8 +128,11 @@ async def _publish_batch(
         return {**answer, "seq": seq, "duplicate": duplicate}
 
     # Tasks start in order and each writes its message before it first waits: NATS gets
-    # them in the batch's order, and their acks are awaited together.
-    results = await asyncio.gather(*(one(frame, size) for frame, size in batch))
+    # them in the batch's order, and a window's acks are awaited together.
+    results: list[dict[str, object]] = []
+    for start in range(0, len(batch), WINDOW):
+        window = batch[start : start + WINDOW]
+        results.extend(await asyncio.gather(*(one(frame, size) for frame, size in window)))
     return web.json_response({"results": results})
 
 

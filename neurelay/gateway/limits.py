@@ -24,13 +24,14 @@ class TokenBucket:
         self._tokens = burst
         self._stamp = now
 
-    def take(self, now: float, rate: float, burst: float) -> bool:
-        """Spend one token if there is one; `rate` and `burst` may change between calls."""
+    def take(self, now: float, rate: float, burst: float, cost: float = 1.0) -> bool:
+        """Spend `cost` tokens if there are as many (else none); `rate` and `burst` may
+        change between calls."""
         elapsed = max(0.0, now - self._stamp)
         self._stamp = now
         self._tokens = min(burst, self._tokens + elapsed * rate)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= cost:
+            self._tokens -= cost
             return True
         return False
 

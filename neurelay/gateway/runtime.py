@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ from neurelay.config import GatewayConfig
 from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge, ProtocolError
 from neurelay.gateway import envelopes
 from neurelay.gateway.admission import ConnectionRegistry
+from neurelay.gateway.budget import Budget
 from neurelay.gateway.bus import Bus
 from neurelay.gateway.hub import Hub
 from neurelay.gateway.lingering import Lingering
@@ -68,6 +70,11 @@ class HistoryPage:
     last_seq: int
 
 
+# How long an HTTP publish may wait for room in the gateway's budget before 503.
+HTTP_PUBLISH_WAIT_SECONDS = 5.0
+# What an HTTP publish is charged on top of its body: its messages in flight at once.
+HTTP_PUBLISH_CHARGE_BYTES = 64 * 1024
+
 # JetStream may still be electing a leader: retry soon, then settle at a modest pace.
 _SETUP_BACKOFF = Backoff(initial_seconds=0.2, max_seconds=10.0)
 
@@ -89,6 +96,8 @@ class Gateway:
         self.connections: set[Client] = set()
         self.lingering = Lingering()
         self._requests = RequestThrottle()
+        self._publishes = RequestThrottle()
+        self._http_publishes = Budget()
         self.replica = self.registry.replica
         self.tracker = Tracker(
             self.bus,
@@ -197,6 +206,38 @@ class Gateway:
                 ErrorCode.RATE_LIMITED, f"more than {rate:g} HTTP API requests per second"
             )
         return principal
+
+    def spend_publishes(self, principal: auth.Principal, count: int) -> None:
+        """Count `count` messages published over HTTP against `principal`'s message rate."""
+        limits = self.live.config.limits
+        rate = limits.http_publish_messages_per_second
+        burst = limits.http_publish_burst_messages
+        if not self._publishes.allow(principal.user, time.monotonic(), rate, burst, count):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {rate:g} messages per second published through the HTTP API "
+                f"(at most {burst} at once)",
+            )
+
+    @contextlib.asynccontextmanager
+    async def http_publishing(self, body_bytes: int) -> AsyncIterator[None]:
+        """Hold room in the gateway's budget for an HTTP publish of `body_bytes` meanwhile;
+        ProtocolError(unavailable) when none comes in time."""
+        budget = self._http_publishes
+        taken = await budget.take(
+            body_bytes + HTTP_PUBLISH_CHARGE_BYTES,
+            self.live.config.limits.http_publish_bytes_in_flight,
+            HTTP_PUBLISH_WAIT_SECONDS,
+        )
+        if taken is None:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                "the gateway is busy with other HTTP publishes; retry shortly",
+            )
+        try:
+            yield
+        finally:
+            budget.give(taken)
 
     def new_connection_id(self) -> str:
         """An id no other connection of any replica has."""

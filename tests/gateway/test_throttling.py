@@ -41,3 +41,11 @@ def test_a_forgotten_user_starts_again_with_a_full_burst():
         True,
         False,
     ]
+
+
+def test_a_costly_request_spends_its_cost_or_nothing():
+    throttle = RequestThrottle()
+    assert throttle.allow("alice", 0.0, rate=0.001, burst=100.0, cost=60)
+    assert not throttle.allow("alice", 0.0, rate=0.001, burst=100.0, cost=60)
+    assert throttle.allow("alice", 0.0, rate=0.001, burst=100.0, cost=40)
+    assert not throttle.allow("alice", 0.0, rate=0.001, burst=100.0)

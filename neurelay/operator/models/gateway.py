@@ -106,6 +106,11 @@ class LimitsSpec(SpecModel):
     burst: int | None = reuse(LimitSettings, "burst")
     http_requests_per_second: float = reuse(LimitSettings, "http_requests_per_second")
     http_burst: int | None = reuse(LimitSettings, "http_burst")
+    http_publish_messages_per_second: float = reuse(
+        LimitSettings, "http_publish_messages_per_second"
+    )
+    http_publish_burst: int | None = reuse(LimitSettings, "http_publish_burst")
+    http_publish_bytes_in_flight: int = reuse(LimitSettings, "http_publish_bytes_in_flight")
     send_queue_frames: int = reuse(LimitSettings, "send_queue_frames")
     send_queue_bytes: int = reuse(LimitSettings, "send_queue_bytes")
     replay_bytes: int = reuse(LimitSettings, "replay_bytes")
