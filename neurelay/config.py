@@ -216,8 +216,8 @@ class LimitSettings(_Section):
         description="Bytes of `POST /api/v1/publish` requests being carried out at once, per "
         "replica, counting each request's body and 64 KiB for the messages it keeps in flight. "
         "Bounds the gateway's memory and the NATS pipeline ahead of WebSocket publishes "
-        "whatever the number of clients; a request that does not fit waits up to 5 s, then is "
-        "answered 503 `unavailable`.",
+        "whatever the number of clients; a request that does not fit waits its turn up to 5 s "
+        "(behind at most as much again), then is answered 503 `unavailable`.",
     )
     auth_timeout_seconds: float = Field(
         10.0,

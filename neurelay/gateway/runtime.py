@@ -222,7 +222,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def http_publishing(self, body_bytes: int) -> AsyncIterator[None]:
         """Hold room in the gateway's budget for an HTTP publish of `body_bytes` meanwhile;
-        ProtocolError(unavailable) when none comes in time."""
+        ProtocolError(unavailable) when none comes in time, or too many wait already."""
         budget = self._http_publishes
         taken = await budget.take(
             body_bytes + HTTP_PUBLISH_CHARGE_BYTES,

@@ -52,3 +52,14 @@ async def test_a_request_that_goes_away_while_waiting_leaves_nothing_taken():
     budget.give(100)
     assert budget.used == 0
     assert budget.waiting == 0
+
+
+async def test_a_request_finding_the_waiting_line_full_is_refused_at_once():
+    budget = Budget()
+    await budget.take(100, 100, timeout=1.0)
+    waiting = asyncio.ensure_future(budget.take(70, 100, timeout=5.0))
+    await asyncio.sleep(0)
+    assert await budget.take(40, 100, timeout=5.0) is None
+    budget.give(100)
+    assert await waiting == 70
+    assert await budget.take(30, 100, timeout=1.0) == 30
