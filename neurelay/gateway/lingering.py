@@ -11,7 +11,9 @@ at the bytes the client has not acknowledged yet (Linux `SIOCOUTQ`): once
 none are left and the transport is closed, the socket closes normally; at
 the deadline it is reset (`SO_LINGER` 0: the kernel drops what is unsent and
 answers RST). Where the queue cannot be read, the socket is held to the
-deadline and reset then.
+deadline and reset then. A held descriptor is one the doorman does not count,
+so at most `MAX_HELD` are held (half its reserve); a slow consumer beyond that
+is reset at once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import termios
 
 # How often held sockets are looked at: the most a deadline may be overshot.
 POLL_SECONDS = 0.25
+# Descriptors held at once: half of what the doorman keeps in reserve (listening.FILE_RESERVE).
+MAX_HELD = 32
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() answers RST
 _OUTQ = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on Linux: unacknowledged bytes
 
@@ -46,6 +50,11 @@ class Lingering:
         """Keep `transport`'s connection open until the client has acknowledged everything
         written to it, but no later than `deadline` (loop time)."""
         raw = transport.get_extra_info("socket")
+        if len(self._held) >= MAX_HELD:
+            with contextlib.suppress(AttributeError, OSError):
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            transport.abort()
+            return
         try:
             kept = socket.socket(fileno=os.dup(raw.fileno()))
         except (AttributeError, OSError):
