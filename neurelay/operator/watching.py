@@ -45,6 +45,20 @@ def _marker(body: Body) -> str:
     return f"g{generation}" if generation else f"r{meta.get('resourceVersion', '')}"
 
 
+def _latest_manager(body: Body) -> str:
+    """The field manager of the latest change outside the status, the operator's in a tie."""
+    entries = [
+        entry
+        for entry in (body.get("metadata") or {}).get("managedFields") or []
+        if entry.get("subresource") != "status"
+    ]
+    if not entries:
+        return ""
+    latest = max(str(entry.get("time", "")) for entry in entries)
+    managers = {str(entry.get("manager", "")) for entry in entries if entry.get("time") == latest}
+    return FIELD_MANAGER if FIELD_MANAGER in managers else min(managers)
+
+
 def last_writer(body: Body) -> str:
     """The field manager other than the operator that last changed the object (or '')."""
     entries = [
@@ -88,8 +102,13 @@ class ChildWatch:
         marker = _marker(body)
         previous = self._markers.get(key)
         self._markers[key] = marker
-        if previous is None or marker in (previous, self._ours.get(key)):
-            return False  # first sight (the gateway's resume covers it), status, or our write
+        if previous is None:
+            # First sight (the operator starting, or a watch that lags): drift if another
+            # client wrote last, which the watch may have shown as this child's first event.
+            if _latest_manager(body) in ("", FIELD_MANAGER):
+                return False
+        elif marker in (previous, self._ours.get(key)):
+            return False  # status only, or the operator's own write
         self._suspects[key] = _Suspect(marker, last_writer(body))
         return True
 

@@ -162,7 +162,8 @@ def test_install_upgrade_uninstall_with_the_operator_under_the_charts_rbac(
                 "system",
                 "metrics",
             }
-            assert _get(cluster, "deployment", "neurelay") is not None
+            # Applied after the ConfigMap, which may already list every Channel.
+            eventually(lambda: _get(cluster, "deployment", "neurelay"))
             eventually(
                 lambda: (
                     {"agent", "user", "conversation", "system"}

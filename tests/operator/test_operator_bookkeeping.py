@@ -20,6 +20,7 @@ from neurelay.operator.sweeping import stale_channels, unaware_channels
 from neurelay.operator.watching import ChildWatch, last_writer
 
 PREFIX = "prod_edge"
+OURS = FIELD_MANAGER
 
 
 def channel_body(
@@ -262,7 +263,7 @@ def child(
 
 def test_deletion_is_drift_and_is_reported_once_re_created() -> None:
     watch = ChildWatch()
-    body = child("ConfigMap", generation=None, version="1", writer=FIELD_MANAGER)
+    body = child("ConfigMap", generation=None, version="1", writer=OURS)
     assert not watch.observe(None, body)
     assert watch.observe("DELETED", body)
     assert watch.missing("prod", {"edge"}) == ["ConfigMap edge"]
@@ -273,13 +274,13 @@ def test_deletion_is_drift_and_is_reported_once_re_created() -> None:
 
 def test_a_spec_change_by_another_client_is_drift_but_status_and_own_writes_are_not() -> None:
     watch = ChildWatch()
-    assert not watch.observe(None, child("Service", generation=None, version="1", writer="x"))
+    assert not watch.observe(None, child("Service", generation=None, version="1", writer=OURS))
     edited = child("Service", generation=None, version="2", writer="kubectl-edit")
     assert watch.observe("MODIFIED", edited)
     restored = child("Service", generation=None, version="3", writer="kubectl-edit")
     assert watch.applied(restored) == "Service edge had been changed by kubectl-edit; restored"
     assert not watch.observe("MODIFIED", restored)  # the operator's own write
-    deployment = child("Deployment", generation=4, version="10", writer="kubectl")
+    deployment = child("Deployment", generation=4, version="10", writer=OURS)
     assert not watch.observe(None, deployment)
     status = child(
         "Deployment",
@@ -293,7 +294,7 @@ def test_a_spec_change_by_another_client_is_drift_but_status_and_own_writes_are_
 
 def test_a_child_refusing_the_apply_after_a_foreign_change_is_replaced_once() -> None:
     watch = ChildWatch()
-    first = child("Service", generation=None, version="1", writer="x")
+    first = child("Service", generation=None, version="1", writer=OURS)
     assert not watch.observe(None, first)
     assert not watch.replace(first)  # no foreign change seen: the refusal is not ours to fix
     edited = child("Service", generation=None, version="2", writer="kubectl-patch")
@@ -307,9 +308,20 @@ def test_a_child_refusing_the_apply_after_a_foreign_change_is_replaced_once() ->
     assert watch.applied(fresh) is None  # reported once
 
 
+def test_a_child_first_seen_after_another_clients_change_is_drift() -> None:
+    watch = ChildWatch()
+    ours = child("ConfigMap", generation=None, version="1", writer="x")
+    ours["metadata"]["managedFields"][1]["time"] = "2026-01-01T00:00:00Z"  # a tie: ours
+    assert not watch.observe(None, ours)
+    edited = child("Service", generation=None, version="2", writer="kubectl-patch")
+    assert watch.observe("MODIFIED", edited)  # its first event, already changed by hand
+    restored = child("Service", generation=None, version="3", writer="kubectl-patch")
+    assert watch.applied(restored) == "Service edge had been changed by kubectl-patch; restored"
+
+
 def test_an_autoscalers_scaling_asks_for_a_check_but_is_not_reported_as_drift() -> None:
     watch = ChildWatch()
-    assert not watch.observe(None, child("Deployment", generation=1, version="1", writer="x"))
+    assert not watch.observe(None, child("Deployment", generation=1, version="1", writer=OURS))
     scaled = child(
         "Deployment",
         generation=2,
