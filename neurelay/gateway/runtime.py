@@ -146,7 +146,6 @@ class Gateway:
             await self.bus.ensure_streams(config.namespaces)
         await self.bus.lease_bucket()
         await self.tracker.coordinator.start()
-        await self.tracker.coordinator.start()
 
     async def _on_reconnected(self) -> None:
         self.metrics.nats_reconnects.inc()
