@@ -20,7 +20,13 @@ subject prefix, none needing new infrastructure:
 Revocations are kept in the key-value bucket `<prefix>_revocations`, whose
 entries lapse after the longest token lifetime; every replica watches it and
 keeps `live.revocations` current, so a revoked token is refused everywhere,
-also by replicas started later.
+also by replicas started later. A revocation read there is also applied to
+this replica's open connections, `presence.request_timeout_seconds` later:
+the broadcast `revoke` command normally comes first and is the one whose
+count the server API reports (the asker stops listening after that timeout
+anyway), but a replica that missed it (cut off from NATS for a moment, or
+the replica that stored it died before sending it) still closes them with
+4009. Closing is idempotent, so applying a revocation twice does no harm.
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ class Coordinator:
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._revocations_loaded = asyncio.Event()
+        # Per user, the revocation waiting to be applied here (see `_apply_later`).
+        self._backstops: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._beats_sent = 0
         self._beats_echoed = 0
 
@@ -102,7 +110,7 @@ class Coordinator:
         await self._beat(hello=True)
 
     async def stop(self) -> None:
-        pending = set(self._tasks)
+        pending = set(self._tasks) | {task for _, task in self._backstops.values()}
         # nats-py may swallow a cancellation inside a JetStream call; cancel until it sticks.
         for _ in range(50):
             if not pending:
@@ -264,13 +272,38 @@ class Coordinator:
                             self._revocations_loaded.set()
                             continue
                         try:
-                            self._remember(*_revocation(value))
+                            user, before = _revocation(value)
+                            self._remember(user, before)
+                            self._apply_later(user, before)
                         except ValueError as e:
                             self._log.warning("ignored a malformed revocation: %s", e)
             except BusError as e:
                 self._log.warning("revocation watch interrupted: %s", e)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    def _apply_later(self, user: str, before: int) -> None:
+        """Close `user`'s connections revoked by `before` unless the command did already."""
+        waiting = self._backstops.get(user)
+        if waiting is not None and waiting[0] >= before:
+            return
+        if waiting is not None:
+            waiting[1].cancel()  # the later cut-off covers every token the earlier one did
+        task = asyncio.create_task(self._apply(user, before), name="neurelay-revocation")
+        self._backstops[user] = (before, task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._backstops.get(user, (0, None))[1] is task:
+                del self._backstops[user]
+
+        task.add_done_callback(done)
+
+    async def _apply(self, user: str, before: int) -> None:
+        await asyncio.sleep(self._live.config.presence.request_timeout_seconds)
+        try:
+            await self._on_command({"cmd": "revoke", "user": user, "before": before})
+        except ValueError as e:
+            self._log.warning("revocation of %s not applied: %s", user, e)
 
 
 def _revocation(value: bytes) -> tuple[str, int]:

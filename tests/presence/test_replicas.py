@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import nats
 import pytest
 
+from neurelay.gateway.admission import user_key
 from neurelay.protocol.codecs import MSGPACK_SUBPROTOCOL
 from neurelay.protocol.codes import CloseCode
 from tests.conftest import SECRET
@@ -271,6 +273,33 @@ async def test_revoked_token_is_closed_everywhere_and_refused_on_every_replica(
             fresh = await connect(replica.ws_url, token(user="mallory"))
             assert (await fresh.request({"type": "ping"}))["type"] == "pong"
             await fresh.ws.close()
+
+
+async def test_revocation_seen_only_in_the_table_still_closes_open_connections(
+    gateway_process, connect, token, shared_nats, prefix
+):
+    """The replica that stored a revocation may die before broadcasting it: the table suffices."""
+    replicas = await three(gateway_process)
+    stolen = token(user="mallory", now=time.time() - 60)
+    victims = [await connect(r.ws_url, stolen) for r in replicas]
+    bystander = await connect(replicas[1].ws_url, token(user="innocent"))
+    renewed = await connect(replicas[2].ws_url, token(user="mallory"))
+    cut_off = int((time.time() - 30) * 1000)
+
+    # Stored as a replica stores it, and no `revoke` command sent to anyone.
+    nc = await nats.connect(shared_nats.url)
+    try:
+        table = await nc.jetstream().key_value(f"{prefix}_revocations")
+        await table.put(
+            user_key("mallory"), json.dumps({"user": "mallory", "before": cut_off}).encode()
+        )
+    finally:
+        await nc.close()
+    codes = [await victim.close_code() for victim in victims]
+
+    assert codes == [CloseCode.TOKEN_REVOKED] * 3
+    assert (await bystander.request({"type": "ping"}))["type"] == "pong"
+    assert (await renewed.request({"type": "ping"}))["type"] == "pong"
 
 
 async def test_revocation_reaches_a_replica_started_later(gateway_process, connect, token):
