@@ -13,6 +13,12 @@ replica that dies stops counting once its heartbeat expires (within
 A replica that finds a dead one sweeps the tables once so its entries do not
 linger for users who never come back.
 
+A close is counted locally at once and reaches the table a little later. So
+that a user who closes a connection can open another at once, a replica
+admitting a user first drops that user's entries of its own it no longer holds
+(closed, or abandoned mid-admission); other replicas' entries always count,
+so the limit holds across replicas whatever the order of closes and opens.
+
 Replica ids are random, so replicas whose process ids are equal (every
 container's PID 1) never share connection ids. When NATS cannot be reached the
 gateway admits within its own, local count, so an outage never locks users
@@ -69,6 +75,8 @@ class ConnectionRegistry:
         self.replica = replica or secrets.token_hex(8)
         self._ids = itertools.count(1)
         self._local: defaultdict[str, set[str]] = defaultdict(set)
+        # Connections being admitted now, per user: their entries may be in the table already.
+        self._admitting: defaultdict[str, set[str]] = defaultdict(set)
         self._unreleased: defaultdict[str, set[str]] = defaultdict(set)
         self._beat_at: float | None = None  # monotonic time of the last confirmed heartbeat
         self._sweeping: set[str] = set()
@@ -85,14 +93,24 @@ class ConnectionRegistry:
         limit = self._live.config.limits.connections_per_user
         if len(self._local.get(user, ())) >= limit:
             return False
+
+        def admit(table: UserTable) -> bool:
+            # Read when the change is applied: admissions and closes may have happened since.
+            held = self._local.get(user, set()) | self._admitting.get(user, set())
+            return table.admit(connection_id, self.replica, limit, held=held)
+
+        self._admitting[user].add(connection_id)
         try:
             await self._ensure_heartbeat()
-            granted = await self._change(
-                user_key(user), lambda table: table.admit(connection_id, self.replica, limit)
-            )
+            granted = await self._change(user_key(user), admit)
         except BusError as e:
             self._log.warning("connection table unreachable, counting locally: %s", e)
             granted = True
+        finally:
+            admitting = self._admitting[user]
+            admitting.discard(connection_id)
+            if not admitting:
+                del self._admitting[user]
         if granted:
             self._local[user].add(connection_id)
         return granted

@@ -10,7 +10,7 @@ without anyone rewriting them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import orjson
 
@@ -70,8 +70,15 @@ class UserTable:
         self.entries = kept
         return dropped
 
-    def admit(self, connection_id: str, replica: str, limit: int) -> bool:
-        """Add an entry unless `limit` entries exist already (a held id is always admitted)."""
+    def admit(self, connection_id: str, replica: str, limit: int, *, held: Collection[str]) -> bool:
+        """Add an entry unless `limit` entries exist already (a held id is always admitted).
+
+        `held` are the connections `replica` still has open or is admitting: its other
+        entries are connections already closed whose release is still on its way, so
+        they are dropped first; a user who closes a connection may open another at once.
+        """
+        closed = [c for c, r in self.entries.items() if r == replica and c not in held]
+        self.release(closed)
         if connection_id not in self.entries and len(self.entries) >= limit:
             return False
         self.entries[connection_id] = replica

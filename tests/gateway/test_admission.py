@@ -15,6 +15,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import nats
@@ -271,3 +272,84 @@ async def test_a_dead_replica_found_once_is_swept_from_every_users_table(
             break
         await asyncio.sleep(0.05)
     assert all(value in (None, b"{}") for value in await leftover())
+
+
+@pytest.fixture
+def held_releases(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., asyncio.Event]]:
+    """`held_releases(registry)`: its releases reach the table only once the event is set
+    (at the latest when the test ends)."""
+    events: list[asyncio.Event] = []
+
+    def hold(registry: Any) -> asyncio.Event:
+        go = asyncio.Event()
+        events.append(go)
+        release = registry._release
+
+        async def slowed(connection_ids: list[str], user: str) -> None:
+            await go.wait()
+            await release(connection_ids, user)
+
+        monkeypatch.setattr(registry, "_release", slowed)
+        return go
+
+    yield hold
+    for go in events:
+        go.set()
+
+
+async def _closed_here(running: Any, user: str = "alice") -> None:
+    for _ in range(250):
+        if running.gateway.registry.count(user) == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the close never reached the gateway")
+
+
+async def test_reconnecting_at_once_is_admitted_while_the_release_is_still_on_its_way(
+    gateway_factory, make_config, connect, token, held_releases
+) -> None:
+    running = await gateway_factory(make_config(limits={"connections_per_user": 1}))
+    go = held_releases(running.gateway.registry)
+    first = await connect(running.ws_url, token())
+    await first.ws.close()
+    await _closed_here(running)
+    again = await connect(running.ws_url, token())
+    # The late release does not free the place the new connection holds.
+    go.set()
+    await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as http:
+        assert await _try_connect(http, running, token()) is None
+    assert not again.ws.closed
+
+
+async def test_a_release_on_its_way_frees_no_place_on_another_replica(
+    gateway_factory, make_config, connect, token, held_releases
+) -> None:
+    limits = {"connections_per_user": 1}
+    closing = await gateway_factory(make_config(limits=limits))
+    other = await gateway_factory(make_config(limits=limits))
+    go = held_releases(closing.gateway.registry)
+    first = await connect(closing.ws_url, token())
+    await first.ws.close()
+    await _closed_here(closing)
+    async with aiohttp.ClientSession() as http:
+        # Until the release reaches the table, the other replica still counts the old entry.
+        assert await _try_connect(http, other, token()) is None
+        replacement = await _try_connect(http, closing, token())
+        assert replacement is not None
+        # The replacement took the old entry's place: still one connection across both.
+        assert await _try_connect(http, other, token()) is None
+        go.set()
+        assert await _try_connect(http, other, token()) is None
+        assert await _try_connect(http, closing, token()) is None
+        await replacement.close()
+
+
+async def test_admissions_in_flight_on_one_replica_count_against_each_other(
+    gateway_factory, make_config
+) -> None:
+    running = await gateway_factory(make_config(limits={"connections_per_user": 1}))
+    registry = running.gateway.registry
+    ids = [registry.new_connection_id() for _ in range(4)]
+    granted = await asyncio.gather(*(registry.acquire("alice", i) for i in ids))
+    assert sorted(granted) == [False, False, False, True]

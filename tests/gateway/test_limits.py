@@ -80,7 +80,7 @@ def test_bucket_with_fractional_tokens_refuses_until_a_whole_token_accrues() -> 
 def test_admit_grants_entries_up_to_the_limit() -> None:
     table = UserTable()
 
-    results = [table.admit(f"c{i}", "r1", limit=3) for i in range(5)]
+    results = [table.admit(f"c{i}", "r1", limit=3, held=set(table.entries)) for i in range(5)]
 
     assert results == [True, True, True, False, False]
     assert table.entries == {"c0": "r1", "c1": "r1", "c2": "r1"}
@@ -89,14 +89,33 @@ def test_admit_grants_entries_up_to_the_limit() -> None:
 def test_limit_counts_entries_of_every_replica() -> None:
     table = UserTable({"a": "r1", "b": "r2"})
 
-    assert not table.admit("c", "r3", limit=2)
+    assert not table.admit("c", "r3", limit=2, held=())
 
 
 def test_a_held_connection_is_admitted_again_even_when_the_limit_was_lowered() -> None:
     table = UserTable({"a": "r1", "b": "r1", "c": "r1"})
 
-    assert table.admit("a", "r1", limit=1)
-    assert not table.admit("d", "r1", limit=1)
+    assert table.admit("a", "r1", limit=1, held={"a", "b", "c"})
+    assert not table.admit("d", "r1", limit=1, held={"a", "b", "c"})
+
+
+def test_admit_drops_its_replicas_entries_that_replica_no_longer_holds() -> None:
+    # "a" closed on r1, its release not in the table yet: it no longer takes a place.
+    table = UserTable({"a": "r1", "b": "r1"})
+    assert table.admit("c", "r1", limit=2, held={"b"})
+    assert table.entries == {"b": "r1", "c": "r1"}
+
+
+def test_admit_never_drops_what_another_replica_holds() -> None:
+    table = UserTable({"a": "r2"})
+    assert not table.admit("c", "r1", limit=1, held=set())
+    assert table.entries == {"a": "r2"}
+
+
+def test_admit_counts_connections_its_replica_is_still_admitting() -> None:
+    table = UserTable({"a": "r1"})
+    assert not table.admit("c", "r1", limit=1, held={"a"})
+    assert table.entries == {"a": "r1"}
 
 
 def test_prune_drops_only_the_entries_of_replicas_that_are_not_alive() -> None:
@@ -119,7 +138,7 @@ def test_entries_of_a_dead_replica_stop_counting_once_pruned() -> None:
 
     table.prune(lambda replica: False)
 
-    assert table.admit("c", "r1", limit=1)
+    assert table.admit("c", "r1", limit=1, held=())
 
 
 def test_replicas_lists_each_holder_once() -> None:
@@ -136,12 +155,12 @@ def test_restore_puts_back_entries_even_above_the_limit() -> None:
 
 def test_release_frees_a_slot() -> None:
     table = UserTable()
-    table.admit("a", "r1", limit=1)
+    table.admit("a", "r1", limit=1, held=())
 
     table.release(["a"])
 
     assert table.entries == {}
-    assert table.admit("b", "r1", limit=1)
+    assert table.admit("b", "r1", limit=1, held=())
 
 
 def test_release_of_an_unknown_connection_is_harmless() -> None:
