@@ -21,6 +21,7 @@ from neurelay.config import (
     GatewayConfig,
     LimitSettings,
     NatsSettings,
+    PresenceSettings,
     ServerSettings,
 )
 from neurelay.operator import workloads
@@ -88,6 +89,7 @@ def gateway_config(
             leeway_seconds=auth.leeway_seconds,
         ),
         limits=LimitSettings.model_validate(spec.limits.model_dump()),
+        presence=PresenceSettings.model_validate(spec.presence.model_dump()),
         namespaces={channel.namespace: channel.settings() for channel in channels},
         allowed_origins=list(spec.allowed_origins),
         drain=DrainSettings(period_seconds=spec.drain_period_seconds),

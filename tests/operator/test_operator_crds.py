@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic.fields import FieldInfo
 
-from neurelay.config import AuthSettings, LimitSettings, NamespaceSettings
+from neurelay.config import AuthSettings, LimitSettings, NamespaceSettings, PresenceSettings
 from neurelay.operator import crdgen, models
 
 
@@ -162,6 +162,7 @@ def test_cross_field_rules_are_cel_validations() -> None:
             AuthSettings,
             {n: n for n in ("algorithm", "issuer", "audience", "leeway_seconds")},
         ),
+        (models.PresenceSpec, PresenceSettings, {n: n for n in PresenceSettings.model_fields}),
     ],
 )
 def test_reused_fields_equal_the_gateway_settings(

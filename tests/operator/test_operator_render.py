@@ -213,3 +213,20 @@ def test_channel_presence_and_join_leave_reach_the_config_map_and_apply_live(
     assert not config.namespaces["metrics"].presence
     assert not config_of(before, tmp_path).namespaces["agent"].join_leave
     assert template_hash(after) == template_hash(before)
+
+
+def test_gateway_presence_settings_reach_the_config_map_and_apply_live(tmp_path: Path) -> None:
+    tuned = {"ttlSeconds": 4.5, "maxClients": 250, "requestTimeoutSeconds": 1.5}
+
+    before = render.render_children(REF, spec(), channels(), {"auth": "d1"})
+    after = render.render_children(REF, spec(presence=tuned), channels(), {"auth": "d1"})
+    defaults = config_of(before, tmp_path).presence
+    presence = config_of(after, tmp_path).presence
+
+    assert (presence.ttl_seconds, presence.max_clients, presence.request_timeout_seconds) == (
+        4.5,
+        250,
+        1.5,
+    )
+    assert defaults == GatewayConfig().presence
+    assert template_hash(after) == template_hash(before)

@@ -29,6 +29,7 @@ from neurelay.operator.models.gateway import (
     LimitsSpec,
     NatsSpec,
     PodSecuritySpec,
+    PresenceSpec,
     RealtimeGatewaySpec,
     ResourcesSpec,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "NatsSpec",
     "PermissionsSpec",
     "PodSecuritySpec",
+    "PresenceSpec",
     "RealtimeGatewaySpec",
     "RealtimeGatewayStatus",
     "ResourcesSpec",

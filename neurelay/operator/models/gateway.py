@@ -12,6 +12,7 @@ from neurelay.config import (
     DrainSettings,
     GatewayConfig,
     LimitSettings,
+    PresenceSettings,
 )
 from neurelay.operator.models.base import (
     DEFAULT_IMAGE,
@@ -117,6 +118,14 @@ class LimitsSpec(SpecModel):
     auth_timeout_seconds: float = reuse(LimitSettings, "auth_timeout_seconds")
     heartbeat_seconds: float = reuse(LimitSettings, "heartbeat_seconds")
     connection_lease_seconds: float = reuse(LimitSettings, "connection_lease_seconds")
+
+
+class PresenceSpec(SpecModel):
+    """Presence across replicas (for Channels with presence or joinLeave); applied live."""
+
+    ttl_seconds: float = reuse(PresenceSettings, "ttl_seconds")
+    max_clients: int = reuse(PresenceSettings, "max_clients")
+    request_timeout_seconds: float = reuse(PresenceSettings, "request_timeout_seconds")
 
 
 class IngressSpec(SpecModel):
@@ -245,6 +254,10 @@ class RealtimeGatewaySpec(SpecModel):
     auth: AuthSpec = Field(description="Client token verification.")
     limits: LimitsSpec = Field(
         default_factory=LimitsSpec, description="Per-connection and per-user limits."
+    )
+    presence: PresenceSpec = Field(
+        default_factory=PresenceSpec,
+        description="Presence, join/leave and server API queries across the gateway's pods.",
     )
     allowed_origins: list[str] = reuse(GatewayConfig, "allowed_origins")
     ingress: IngressSpec | None = Field(
