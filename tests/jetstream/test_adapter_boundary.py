@@ -7,9 +7,15 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "neurelay"
 STREAM_MANAGEMENT = {"add_stream", "update_stream", "delete_stream", "stream_info"}
-# Messaging (the gateway's publish, follow and replay; the backend Publisher) talks to NATS
-# itself; nothing else does.
-NATS_USERS = {"gateway/bus.py", "gateway/hub.py", "gateway/replaying.py", "publisher.py"}
+# Messaging (the gateway's publish, follow and replay; the replicas' coordination over plain
+# subjects; the backend Publisher) talks to NATS itself; nothing else does.
+NATS_USERS = {
+    "gateway/bus.py",
+    "gateway/hub.py",
+    "gateway/replaying.py",
+    "gateway/coordinating.py",
+    "publisher.py",
+}
 
 
 def _modules() -> dict[str, ast.Module]:
