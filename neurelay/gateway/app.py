@@ -35,6 +35,7 @@ def create_app(gateway: Gateway, *, dev_token: str | None = None) -> web.Applica
         middlewares=[gateway.doorman.middleware],
     )
     app[GATEWAY_KEY] = gateway
+    app.on_response_prepare.append(gateway.doorman.response_prepared)
     app.add_routes(
         [
             web.get("/ws", connection.websocket),

@@ -115,26 +115,48 @@ class Doorman:
         transport.abort()  # type: ignore[attr-defined]
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """aiohttp middleware: a request is in; a WebSocket upgrade leaves the doorman."""
+    def middleware(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        """aiohttp middleware: a request is in; a WebSocket upgrade leaves the doorman.
+
+        Not a coroutine: for an upgrade it hands aiohttp the handler's own awaitable, so no
+        frame of the doorman's lives as long as the WebSocket (hundreds of bytes each).
+        """
         transport = request.transport
         if transport is None:
-            return await handler(request)
+            return handler(request)
         # Only a bodiless GET may leave: a body trickled behind an upgrade header must not.
-        if request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket":
+        if _is_upgrade(request):
             handle = self._pending.pop(transport, None)
             if handle is not None:
                 handle.cancel()
-        else:
-            self._arm(transport, self._request_timeout)
+            return handler(request)  # a refused upgrade is armed again by `response_prepared`
+        self._arm(transport, self._request_timeout)
+        return self._serve(transport, request, handler)
+
+    async def _serve(
+        self, transport: asyncio.BaseTransport, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         finally:
             # Kept alive, the connection has the handshake timeout to send its next request.
             self._arm(transport, self._timeout)
 
+    async def response_prepared(self, request: web.Request, response: web.StreamResponse) -> None:
+        """aiohttp `on_response_prepare` signal: a refused upgrade is a pending connection again.
+
+        Kept alive, it has the handshake timeout to send its next request.
+        """
+        transport = request.transport
+        if transport is not None and response.status != 101 and _is_upgrade(request):
+            self._arm(transport, self._timeout)
+
     def protocol(self, inner: asyncio.Protocol) -> asyncio.Protocol:
         return _Watched(inner, self)
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 class _Watched(asyncio.Protocol):

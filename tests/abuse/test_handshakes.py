@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import inspect
 import resource
 from collections.abc import AsyncIterator
 from typing import Any
@@ -143,3 +145,38 @@ async def test_under_a_1024_file_limit_1100_idle_sockets_neither_starve_probes_n
     fresh = await connect(gateway.ws_url, token(user="fresh"))
     assert (await fresh.request({"type": "ping"}))["type"] == "pong"
     await bystander.finish()
+
+
+async def test_a_refused_upgrade_kept_alive_is_closed_at_the_deadline(
+    make_config: Any, gateway_factory: Any, sockets: Sockets
+) -> None:
+    running = await gateway_factory(make_config(server={"handshake_timeout_seconds": 1.0}))
+    refused = (
+        b"GET /ws?token=not-a-jwt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    await sockets.open(running.port, 1, refused)
+    reader, _ = sockets.opened[0]
+    status = await asyncio.wait_for(reader.readline(), 10)
+    assert status.startswith(b"HTTP/1.1 4"), status
+    # The refusal left the connection open for another request: it is pending again.
+    async with asyncio.timeout(60):
+        while await reader.read(65536):
+            pass
+    assert _cut(running, "deadline") >= 1
+
+
+async def test_no_frame_of_the_doorman_lives_as_long_as_a_websocket(
+    gateway: Any, connect: Any, token: Any
+) -> None:
+    client = await connect(gateway.ws_url, token())
+    assert (await client.request({"type": "ping"}))["type"] == "pong"
+    doorman_frames = [
+        o
+        for o in gc.get_objects()
+        if inspect.iscoroutine(o)
+        and o.cr_frame is not None
+        and o.cr_code.co_qualname.startswith("Doorman.")
+    ]
+    assert doorman_frames == []
