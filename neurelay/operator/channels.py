@@ -6,7 +6,10 @@ drift-corrected, adopted, refused) is decided by `outcomes` and written as a
 typed status by `statuses`. A Channel that loses the election for its
 (gateway, channel namespace) is reported as a conflict and touches nothing.
 On deletion, `release_channel` deletes or retains the stream by the
-Channel's deletionPolicy. After a change, a reconcile of the gateway is
+Channel's deletionPolicy. The NATS a stream lives on is recorded in
+`status.nats` before the stream is created, so a stream never exists
+without that record; a Channel that cannot say where its stream may be is
+held (StreamNotDeleted), never silently released. After a change, a reconcile of the gateway is
 asked for (coalesced: a burst of Channels costs a few), so its ConfigMap
 serves the Channel's settings. The election reads the operator's
 `directory`, not a listing of the namespace.
@@ -38,7 +41,12 @@ from neurelay.operator.context import (
     write_status,
 )
 from neurelay.operator.kube import SecretMissing
-from neurelay.operator.models import ChannelSpec, NatsConnection, RealtimeGatewaySpec
+from neurelay.operator.models import (
+    ChannelSpec,
+    ChannelStatus,
+    NatsConnection,
+    RealtimeGatewaySpec,
+)
 from neurelay.operator.naming import subject_prefix
 from neurelay.operator.outcomes import recorded, stream_outcome
 from neurelay.operator.settings import ABANDON_STREAM_ANNOTATION
@@ -133,6 +141,9 @@ async def _reconcile_channel(
             ctx.metrics.reconciliations.labels("Channel", "ok").inc()
             return
         desired = desired_stream(prefix, spec.namespace, settings)
+        # Where the stream lives is recorded before it can exist: killed between the
+        # two, the Channel still says which NATS to delete it from.
+        await write_status(ctx, CHANNEL, body, ChannelStatus(nats=_connection(gateway_spec)))
         sync = await sync_stream(js, desired)
     except pydantic.ValidationError as e:
         await retry_later("InvalidGateway", f"RealtimeGateway {spec.gateway!r}: {e}")
@@ -225,25 +236,31 @@ async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, r
         ctx.metrics.stream_actions.labels("abandoned").inc()
         return
     status = body.get("status") or {}
-    connection = await _release_connection(ctx, namespace, spec, status)
-    if connection is None:
-        log.info("Channel %s/%s never reached NATS: no stream to delete", namespace, name)
-        return
-    try:
-        credentials = await _credentials(ctx, namespace, connection, releasing=True)
-        js = await ctx.nats.jetstream(connection.url, credentials)
-        deleted = await delete_stream(js, stream)
-    except (BusError, SecretMissing) as e:
+
+    async def hold(why: str) -> RetryLater:
         # Held by the finalizer until the stream goes or someone lets it go, never silently.
         message = (
-            f"stream {stream} not deleted: {e}; the Channel stays until it is, or until "
+            f"stream {stream} not deleted: {why}; the Channel stays until it is, or until "
             f"annotated {ABANDON_STREAM_ANNOTATION}=true to leave the stream in place"
         )
         conditions = list(status.get("conditions") or [])
         held = channel_status(conditions, generation, False, "StreamNotDeleted", message)
         if await write_status(ctx, CHANNEL, body, held):
             notify("Warning", "StreamNotDeleted", message)
-        raise RetryLater(message, ctx.settings.backoff(retry)) from e
+        return RetryLater(message, ctx.settings.backoff(retry))
+
+    connection = await _release_connection(ctx, namespace, spec, status)
+    if connection is None:
+        raise await hold(
+            f"RealtimeGateway {spec.gateway!r} is gone and neither this Channel nor another "
+            "of its Channels recorded its NATS, so whether the stream exists cannot be checked"
+        )
+    try:
+        credentials = await _credentials(ctx, namespace, connection, releasing=True)
+        js = await ctx.nats.jetstream(connection.url, credentials)
+        deleted = await delete_stream(js, stream)
+    except (BusError, SecretMissing) as e:
+        raise await hold(str(e)) from e
     if deleted:
         ctx.metrics.stream_actions.labels("deleted").inc()
     notify("Normal", "StreamDeleted", f"stream {stream} deleted (deletionPolicy Delete)")
@@ -264,16 +281,25 @@ def _connection(spec: RealtimeGatewaySpec) -> NatsConnection:
 async def _release_connection(
     ctx: Context, namespace: str, spec: ChannelSpec, status: Mapping[str, Any]
 ) -> NatsConnection | None:
-    """The gateway's NATS while the gateway exists, else the one the Channel recorded."""
+    """The gateway's NATS while the gateway exists, else the one the Channel recorded.
+
+    A Channel without a record (its operator stopped before its first
+    reconcile got that far) borrows the record of another Channel of the
+    same gateway: there, the stream's absence can be proven or it is deleted.
+    """
     gateway = await ctx.kube.get(*GATEWAY, namespace, spec.gateway)
     if gateway is not None:
         try:
             return _connection(RealtimeGatewaySpec.model_validate(gateway.get("spec") or {}))
         except pydantic.ValidationError:
             pass
-    if not status.get("nats"):
-        return None
-    return NatsConnection.model_validate(status["nats"])
+    if status.get("nats"):
+        return NatsConnection.model_validate(status["nats"])
+    for sibling in await ctx.kube.list(*CHANNEL, namespace):
+        recorded_nats = (sibling.get("status") or {}).get("nats")
+        if (sibling.get("spec") or {}).get("gateway") == spec.gateway and recorded_nats:
+            return NatsConnection.model_validate(recorded_nats)
+    return None
 
 
 async def _jetstream(ctx: Context, namespace: str, spec: RealtimeGatewaySpec) -> JetStream:

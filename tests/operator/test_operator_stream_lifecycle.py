@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
-from nats.js.api import DiscardPolicy
+from nats.js.api import DiscardPolicy, StreamConfig
 
 from neurelay.embedded import EmbeddedNats
+from neurelay.operator.naming import subject_prefix
 from neurelay.operator.settings import ABANDON_STREAM_ANNOTATION
+from neurelay.protocol.channels import stream_subjects
 from tests.jetstream.test_pool import CREDS
 from tests.operator.conftest import Cluster, JetStream, channel, eventually, gateway, secret
 
@@ -213,3 +215,61 @@ def test_a_stream_that_cannot_be_deleted_holds_the_channel_until_an_annotation_l
     cluster.kubectl("annotate", CH, "agent", "-n", ns, f"{ABANDON_STREAM_ANNOTATION}=true")
     eventually(lambda: cluster.get(CH, "agent", ns) is None)
     assert events(cluster, ns, "agent", "StreamAbandoned")
+
+
+def forget_recorded_nats(cluster: Cluster, name: str, ns: str) -> None:
+    """The Channel as an operator killed between creating the stream and recording it leaves it."""
+    patch = {"status": {"nats": None}}
+    cluster.patch(CH, name, ns, patch, "--subresource=status")
+    eventually(lambda: "nats" not in cluster.must_get(CH, name, ns)["status"])
+
+
+def test_the_nats_is_recorded_before_the_stream_is_created(
+    cluster: Cluster, ns: str, edge: str, jetstream: JetStream, nats_server: EmbeddedNats
+) -> None:
+    # A stream already holding the Channel's subjects makes the creation fail: what was
+    # recorded by then is what a kill between creating and recording would leave.
+    stored, _ = stream_subjects(subject_prefix(ns, edge), "agent")
+    jetstream.add(StreamConfig(name=f"{ns}_blocker", subjects=[stored]))
+    cluster.apply(channel("agent", ns, edge, "agent", deletionPolicy="Delete"))
+    cluster.wait_condition(CH, "agent", ns, "Ready", "False", "StreamRejected")
+    assert cluster.must_get(CH, "agent", ns)["status"]["nats"] == {"url": nats_server.url}
+    jetstream.delete(f"{ns}_blocker")
+
+
+def test_a_channel_without_a_record_borrows_its_siblings_to_delete_its_stream(
+    cluster: Cluster, ns: str, edge: str, jetstream: JetStream
+) -> None:
+    cluster.apply(
+        channel("agent", ns, edge, "agent", deletionPolicy="Delete"),
+        channel("user", ns, edge, "user", deletionPolicy="Delete"),
+    )
+    for name in ("agent", "user"):
+        cluster.wait_condition(CH, name, ns, "Ready", "True", "StreamReady")
+    cluster.delete(GW, edge, ns, wait=True)
+    forget_recorded_nats(cluster, "agent", ns)
+    cluster.delete(CH, "agent", ns)
+    eventually(lambda: cluster.get(CH, "agent", ns) is None)
+    assert jetstream.info(stream(ns, "agent")) is None
+
+
+def test_a_channel_without_any_record_of_its_nats_is_held_not_silently_released(
+    cluster: Cluster, ns: str, edge: str, jetstream: JetStream
+) -> None:
+    cluster.apply(channel("agent", ns, edge, "agent", deletionPolicy="Delete"))
+    cluster.wait_condition(CH, "agent", ns, "Ready", "True", "StreamReady")
+    cluster.delete(GW, edge, ns, wait=True)
+    forget_recorded_nats(cluster, "agent", ns)
+    cluster.delete(CH, "agent", ns)
+
+    condition = cluster.wait_condition(CH, "agent", ns, "Ready", "False", "StreamNotDeleted")
+    assert f"stream {stream(ns, 'agent')} not deleted" in condition["message"]
+    assert "recorded its NATS" in condition["message"]
+    assert ABANDON_STREAM_ANNOTATION in condition["message"]
+    warning = eventually(lambda: events(cluster, ns, "agent", "StreamNotDeleted"))
+    assert warning[0]["type"] == "Warning"
+    assert cluster.get(CH, "agent", ns) is not None
+
+    cluster.kubectl("annotate", CH, "agent", "-n", ns, f"{ABANDON_STREAM_ANNOTATION}=true")
+    eventually(lambda: cluster.get(CH, "agent", ns) is None)
+    assert jetstream.info(stream(ns, "agent")) is not None  # left in place, as annotated
