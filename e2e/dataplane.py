@@ -30,6 +30,7 @@ from neurelay.operator.models import ChannelSpec, RealtimeGatewaySpec
 from tests.support.processes import GatewayProcess
 
 NODES = 3
+PRESENCE_TTL_SECONDS = 3.0
 GATEWAY = naming.GatewayRef(namespace="e2e", name="neurelay", uid="e2e")
 SPEC = RealtimeGatewaySpec.model_validate(
     {
@@ -38,6 +39,8 @@ SPEC = RealtimeGatewaySpec.model_validate(
         "auth": {"secretRef": {"name": "neurelay-jwt", "key": "secret"}},
         "limits": {"connectionsPerUser": 5, "messagesPerSecond": 1000},
         "drainPeriodSeconds": 2,
+        # Small, so a killed gateway's members leave within seconds.
+        "presence": {"ttlSeconds": PRESENCE_TTL_SECONDS},
         "logLevel": "WARNING",
     }
 )
@@ -46,7 +49,10 @@ CHANNELS = [
     for ns, extra in (
         ("agent", {"history": {"messages": 100, "replicas": 3}}),
         ("user", {"history": {"messages": 100, "replicas": 3}}),
-        ("conversation", {"history": {"messages": 1000, "replicas": 3}}),
+        (
+            "conversation",
+            {"history": {"messages": 1000, "replicas": 3}, "presence": True, "joinLeave": True},
+        ),
         ("system", {"history": {"messages": 100, "replicas": 3}}),
         ("metrics", {"history": {"messages": 0}}),
     )

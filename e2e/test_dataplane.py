@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from e2e.dataplane import DataPlane, rendered_config
+from e2e.dataplane import PRESENCE_TTL_SECONDS, DataPlane, rendered_config
 from e2e.ingress import nginx_binary
+from e2e.presence import presence_across_replicas
 from e2e.scenarios import Tally, connection_limit, table, traffic
 from tests.conftest import SECRET
 
@@ -123,3 +124,21 @@ async def test_connection_limit_holds_across_gateways_behind_the_ingress(plane, 
     )
     assert tally.lost == 0, tally
     assert "too_many_connections" in tally.note
+
+
+async def test_presence_join_leave_and_server_api_agree_across_the_three_gateways(plane, results):
+    async def kill(index: int) -> None:
+        plane.gateways[index].kill()
+
+    tally = await _run(
+        results,
+        await presence_across_replicas(
+            [g.ws_url for g in plane.gateways],
+            SECRET,
+            PRESENCE_TTL_SECONDS,
+            kill,
+            str(os.getpid()),
+        ),
+    )
+    await plane.gateways[-1].start()
+    assert tally.ok, tally
