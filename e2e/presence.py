@@ -7,8 +7,9 @@ that a watcher hears each one join; asks `presence` and `presence_stats` on
 every replica and checks the answers agree; unsubscribes one member (a
 `leave`); disconnects a user with a connection on every replica through the
 server API of one replica (each closed with 4008); then kills the last
-replica with `kill` and waits for its remaining member's `leave`, which must
-come within the presence TTL. In the `Tally`, the expected "deliveries" are
+replica with `kill` and waits for its remaining member's `leave` (the
+replica is taken for dead after a TTL of silence, checked every third of
+it; the wait gives up after five TTLs). In the `Tally`, the expected "deliveries" are
 those events plus one agreeing answer per replica; the note carries the
 seconds from the kill to the `leave`.
 """
