@@ -105,7 +105,13 @@ async def _reconcile_gateway(
             for role, ref in secret_refs(spec).items()
         }
         channels = ctx.directory.served(namespace, name)
-        children = render_children(gateway, spec, channels, digests)
+        # The autoscaler's current count is kept (within its bounds) across applies.
+        live = (
+            await ctx.kube.get("apps/v1", "Deployment", namespace, name)
+            if spec.autoscaling.enabled
+            else None
+        )
+        children = render_children(gateway, spec, channels, digests, live)
         deployment: dict[str, Any] | None = None
         for manifest in children.present():
             applied = await _apply(ctx, manifest)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -112,6 +113,7 @@ def render_children(
     spec: RealtimeGatewaySpec,
     channels: Sequence[ChannelSpec],
     secret_digests: Mapping[str, str],
+    live_deployment: Mapping[str, Any] | None = None,
 ) -> Children:
     config = gateway_config(gateway, spec, channels)
     return Children(
@@ -121,7 +123,7 @@ def render_children(
             "metadata": metadata(gateway, config_map_name(gateway)),
             "data": {CONFIG_KEY: config_yaml(config)},
         },
-        deployment=workloads.deployment(gateway, spec, config, secret_digests),
+        deployment=workloads.deployment(gateway, spec, config, secret_digests, live_deployment),
         service=workloads.service(gateway),
         ingress=workloads.ingress(gateway, spec),
         autoscaler=workloads.autoscaler(gateway, spec),

@@ -102,6 +102,7 @@ def deployment(
     spec: RealtimeGatewaySpec,
     config: GatewayConfig,
     secret_digests: Mapping[str, str],
+    live: Mapping[str, Any] | None = None,
 ) -> Manifest:
     volumes, mounts = _volumes(gateway, spec)
     security = spec.pod_security
@@ -170,9 +171,10 @@ def deployment(
             },
         },
     }
-    if not spec.autoscaling.enabled:
-        # With autoscaling on, the field is left to the HorizontalPodAutoscaler.
-        deployment_spec = {"replicas": spec.replicas, **deployment_spec}
+    # Always declared: an apply without the field would drop it to the default of 1,
+    # below the autoscaler's minimum. With autoscaling on it is the live count
+    # (the autoscaler's choice) kept within [minReplicas, maxReplicas].
+    deployment_spec = {"replicas": desired_replicas(spec, live), **deployment_spec}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -302,8 +304,15 @@ def disruption_budget(gateway: GatewayRef, spec: RealtimeGatewaySpec) -> Manifes
 
 
 def desired_replicas(spec: RealtimeGatewaySpec, deployment: Mapping[str, Any] | None) -> int:
-    """Replicas the gateway should have: the spec's, or the autoscaler's current choice."""
+    """Replicas the gateway should have: the spec's, or the autoscaler's current choice.
+
+    With autoscaling on, the live count clamped to [minReplicas, maxReplicas]
+    (minReplicas for a Deployment not created yet).
+    """
     if not spec.autoscaling.enabled:
         return spec.replicas
+    scaling = spec.autoscaling
     current = (deployment or {}).get("spec", {}).get("replicas")
-    return int(current) if current is not None else spec.autoscaling.min_replicas
+    if current is None:
+        return scaling.min_replicas
+    return min(max(int(current), scaling.min_replicas), scaling.max_replicas)

@@ -241,3 +241,27 @@ def test_kubectl_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
     presence = " ".join(cluster.kubectl("explain", "rtgw.spec.presence.ttlSeconds").split())
     assert "A replica silent this long is taken for dead" in presence
     assert "Default: 30. Minimum: 0.5. Maximum: 300." in presence
+
+
+def test_turning_autoscaling_on_never_drops_the_deployment_below_min_replicas(
+    cluster: Cluster, ns: str, nats_server: EmbeddedNats
+) -> None:
+    cluster.apply(secret("jwt", ns, secret="s"), gateway("edge", ns, nats_server.url, replicas=4))
+    eventually(
+        lambda: (cluster.get("deployment", "edge", ns) or {}).get("spec", {}).get("replicas") == 4
+    )
+    autoscaling = {"enabled": True, "minReplicas": 4, "maxReplicas": 8}
+    cluster.patch(GW, "edge", ns, {"spec": {"autoscaling": autoscaling}})
+    eventually(lambda: cluster.get("horizontalpodautoscaler", "edge", ns))
+    generation = cluster.must_get(GW, "edge", ns)["metadata"]["generation"]
+    eventually(
+        lambda: cluster.must_get(GW, "edge", ns)["status"].get("observedGeneration") == generation
+    )
+    assert cluster.must_get("deployment", "edge", ns)["spec"]["replicas"] == 4
+
+    uid = cluster.must_get("deployment", "edge", ns)["metadata"]["uid"]
+    cluster.delete("deployment", "edge", ns, wait=True)
+    recreated = eventually(
+        lambda: (d := cluster.get("deployment", "edge", ns)) and d["metadata"]["uid"] != uid and d
+    )
+    assert recreated["spec"]["replicas"] == 4  # a new Deployment starts at minReplicas

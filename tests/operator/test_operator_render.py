@@ -105,11 +105,11 @@ def test_deployment_runs_the_gateway_hardened_with_probes() -> None:
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("RealtimeGateway", "uid-1", True)
 
 
-def test_autoscaling_adds_an_hpa_and_leaves_replicas_alone() -> None:
+def test_autoscaling_adds_an_hpa_and_a_new_deployment_starts_at_min_replicas() -> None:
     children = render.render_children(
         REF, spec(autoscaling={"enabled": True, "minReplicas": 3, "maxReplicas": 7}), [], {}
     )
-    assert "replicas" not in children.deployment["spec"]
+    assert children.deployment["spec"]["replicas"] == 3
     assert children.autoscaler is not None
     assert children.autoscaler["spec"]["minReplicas"] == 3
     assert children.autoscaler["spec"]["maxReplicas"] == 7
@@ -230,3 +230,18 @@ def test_gateway_presence_settings_reach_the_config_map_and_apply_live(tmp_path:
     )
     assert defaults == GatewayConfig().presence
     assert template_hash(after) == template_hash(before)
+
+
+def test_with_autoscaling_the_live_replica_count_is_kept_within_the_autoscalers_bounds() -> None:
+    scaled = spec(autoscaling={"enabled": True, "minReplicas": 4, "maxReplicas": 8})
+
+    def replicas(live: int | None) -> int:
+        deployment = None if live is None else {"spec": {"replicas": live}}
+        children = render.render_children(REF, scaled, [], {}, deployment)
+        value: int = children.deployment["spec"]["replicas"]
+        return value
+
+    assert replicas(None) == 4
+    assert replicas(1) == 4
+    assert replicas(6) == 6
+    assert replicas(20) == 8
