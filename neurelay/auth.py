@@ -82,6 +82,11 @@ class Revocations:
     def forget(self, user: str) -> None:
         self._before.pop(user, None)
 
+    def cut_off(self, user: str, now: float) -> int | None:
+        """The cut-off (ms) in force for `user`, or None."""
+        entry = self._before.get(user)
+        return entry[0] if entry is not None and now < entry[1] else None
+
     def revoked(self, principal: Principal, now: float) -> bool:
         entry = self._before.get(principal.user)
         if entry is None:

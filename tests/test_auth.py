@@ -625,3 +625,12 @@ def test_an_earlier_revocation_never_weakens_a_later_one() -> None:
 
     assert revocations.revoke("alice", 100_000, until=900.0) == 200_000
     assert revocations.revoked(Principal("alice", (), (), 0.0, issued_at=150.0), now=950.0)
+
+
+def test_cut_off_in_force_is_told_until_it_lapses() -> None:
+    revocations = Revocations()
+    revocations.revoke("alice", 200_000, until=1_000.0)
+
+    assert revocations.cut_off("alice", now=500.0) == 200_000
+    assert revocations.cut_off("alice", now=1_000.0) is None
+    assert revocations.cut_off("bob", now=500.0) is None

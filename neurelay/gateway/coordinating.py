@@ -273,8 +273,12 @@ class Coordinator:
                             continue
                         try:
                             user, before = _revocation(value)
+                            known = self._live.revocations.cut_off(user, time.time())
                             self._remember(user, before)
-                            self._apply_later(user, before)
+                            # Known already (from the command, or read before the watch
+                            # restarted): applied already, so not again for every connection.
+                            if known is None or known < before:
+                                self._apply_later(user, before)
                         except ValueError as e:
                             self._log.warning("ignored a malformed revocation: %s", e)
             except BusError as e:
