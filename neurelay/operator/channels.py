@@ -38,6 +38,7 @@ from neurelay.operator.context import (
     meta,
     no_events,
     reconcilable,
+    status_patch,
     write_status,
 )
 from neurelay.operator.kube import SecretMissing
@@ -225,6 +226,24 @@ async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, r
     if owner != name:
         return  # a losing claimant never touched the stream
     stream = stream_name(subject_prefix(namespace, spec.gateway), spec.namespace)
+    status = body.get("status") or {}
+    # Whatever comes next (deleted, retained, retried, held), the status no longer says
+    # the stream matches the spec of a Channel that is going away.
+    going = "deleted with it" if spec.deletion_policy == "Delete" else "retained"
+    deleting = channel_status(
+        list(status.get("conditions") or []),
+        generation,
+        False,
+        "Deleting",
+        f"the Channel is being deleted; stream {stream} is {going} "
+        f"(deletionPolicy {spec.deletion_policy})",
+    )
+    ready: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    if ready.get("reason") != "StreamNotDeleted":  # a held Channel keeps saying why
+        await write_status(ctx, CHANNEL, body, deleting)
+        status = {**status, **status_patch(deleting)}
     if spec.deletion_policy == "Retain":
         log.info("Channel %s/%s deleted; stream %s retained", namespace, name, stream)
         notify("Normal", "StreamRetained", f"stream {stream} retained (deletionPolicy Retain)")
@@ -235,7 +254,6 @@ async def _release_channel(ctx: Context, body: Body, log: Log, notify: Notify, r
         notify("Warning", "StreamAbandoned", message)
         ctx.metrics.stream_actions.labels("abandoned").inc()
         return
-    status = body.get("status") or {}
 
     async def hold(why: str) -> RetryLater:
         # Held by the finalizer until the stream goes or someone lets it go, never silently.

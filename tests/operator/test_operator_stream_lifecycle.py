@@ -273,3 +273,18 @@ def test_a_channel_without_any_record_of_its_nats_is_held_not_silently_released(
     cluster.kubectl("annotate", CH, "agent", "-n", ns, f"{ABANDON_STREAM_ANNOTATION}=true")
     eventually(lambda: cluster.get(CH, "agent", ns) is None)
     assert jetstream.info(stream(ns, "agent")) is not None  # left in place, as annotated
+
+
+def test_a_channel_being_deleted_no_longer_says_its_stream_matches_the_spec(
+    cluster: Cluster, ns: str, edge: str, jetstream: JetStream
+) -> None:
+    held = channel("agent", ns, edge, "agent", deletionPolicy="Delete")
+    held["metadata"]["finalizers"] = ["example.com/hold"]  # another controller's, kept
+    cluster.apply(held)
+    cluster.wait_condition(CH, "agent", ns, "Ready", "True", "StreamReady")
+    cluster.delete(CH, "agent", ns)
+    condition = cluster.wait_condition(CH, "agent", ns, "Ready", "False", "Deleting")
+    assert f"stream {stream(ns, 'agent')} is deleted with it" in condition["message"]
+    eventually(lambda: jetstream.info(stream(ns, "agent")) is None)
+    cluster.patch(CH, "agent", ns, {"metadata": {"finalizers": None}})
+    eventually(lambda: cluster.get(CH, "agent", ns) is None)
