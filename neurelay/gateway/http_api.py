@@ -69,6 +69,7 @@ async def publish(request: web.Request) -> web.Response:
 async def _publish_body(request: web.Request, principal: Principal, limit: int) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     body = await request.read()
+    gateway.doorman.request_read(request)
     if len(body) > limit:
         raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"body exceeds {limit} bytes")
     decoded, size = JSON.decode(body), len(body)

@@ -7,7 +7,10 @@ closes it then, so raw sockets that never send a byte, half-sent upgrades
 and idle keep-alive connections cannot pile up. At most
 `max_pending_connections` are pending per process: a new one beyond that
 closes the oldest. WebSocket upgrades leave the doorman once their request
-is in (the connection then has its own authentication deadline).
+is in (the connection then has its own authentication deadline), and so does
+an HTTP publish once its body is in (`request_read`): its wait for room in
+the publish budget and for its acks have their own bounds, and cutting it
+there would leave the caller without an answer.
 
 The gateway raises its soft open-file limit to the hard one at start
 (`raise_open_file_limit`); the doorman keeps `FILE_RESERVE` descriptors for
@@ -141,6 +144,18 @@ class Doorman:
         finally:
             # Kept alive, the connection has the handshake timeout to send its next request.
             self._arm(transport, self._timeout)
+
+    def request_read(self, request: web.Request) -> None:
+        """A request's body is in: from here its handler's own timeouts bound it, not ours.
+
+        The deadline is for a request to arrive; a publish that then waits for its turn
+        and its acks must not be cut without an answer.
+        """
+        transport = request.transport
+        if transport is not None:
+            handle = self._pending.pop(transport, None)
+            if handle is not None:
+                handle.cancel()
 
     async def response_prepared(self, request: web.Request, response: web.StreamResponse) -> None:
         """aiohttp `on_response_prepare` signal: a refused upgrade is a pending connection again.
