@@ -7,6 +7,10 @@ acknowledged with the same `id` (the gateway de-duplicates them), so a
 caller sees every message once, in order, and every `publish` that returned
 was stored exactly once. With a `+batch` subprotocol one frame from the
 gateway may carry several; they are handled one by one, in order.
+It is longer than most modules because `Client` is one object with one
+reader task and one reconnect loop whose states (connecting, authenticating,
+resubscribing, sending) share the pending replies; the rules it applies live
+in the sans-I/O `cursor` and `neurelay.protocol`, and only the pumping is here.
 """
 
 from __future__ import annotations

@@ -2,12 +2,14 @@
 
 It owns the NATS bus, the hub, the connection registry, the presence
 tracker, the metrics and the live settings, and starts and stops their
-background work. It is the one
-boundary between the transports (the WebSocket pump in `connection`, the
-HTTP API in `http_api`, the console) and the core: transports call its
-methods only, never the bus, hub or registry behind it, and its methods raise
-only `ProtocolError`. A `BusError` from underneath becomes a protocol error
-here, in `_refusal`, and nowhere else.
+background work. It is the one boundary between the transports (the
+WebSocket pump in `connection`, the HTTP API in `http_api`, the console) and
+the core: transports call its methods only, never the bus, hub or registry
+behind it, and its methods raise only `ProtocolError`. A `BusError` from
+underneath becomes a protocol error here, in `_refusal`, and nowhere else.
+It is longer than most modules on purpose: every door a transport may use is
+here, each a few lines delegating to the module that does the work, so that
+"what can a transport do" is answered by reading one class.
 """
 
 from __future__ import annotations
@@ -33,14 +35,13 @@ from neurelay.gateway.lingering import Lingering
 from neurelay.gateway.listening import Doorman
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox
-from neurelay.gateway.session import (
-    Action,
-    Session,
+from neurelay.gateway.permissions import (
     authorize_presence,
     authorize_publish,
     authorize_subscribe,
     require_presence,
 )
+from neurelay.gateway.session import Action, Session
 from neurelay.gateway.settings import LiveSettings
 from neurelay.gateway.throttling import RequestThrottle
 from neurelay.gateway.tracking import Tracker
