@@ -35,7 +35,7 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the listener (0 = any free).")
     handshake_timeout_seconds: float = Field(
         10.0,
-        gt=0,
+        ge=0.5,
         le=300,
         description="Time a new connection has to send a complete request (the WebSocket "
         "upgrade included) and a kept-alive one its next request; then it is closed, so raw "
@@ -70,9 +70,9 @@ class NatsSettings(_Section):
         "stream and field until the configuration is put right. Off when the operator owns "
         "the streams.",
     )
-    connect_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Per-attempt timeout.")
+    connect_timeout_seconds: float = Field(5.0, ge=0.1, le=60, description="Per-attempt timeout.")
     request_timeout_seconds: float = Field(
-        5.0, gt=0, le=60, description="JetStream publish and history requests give up after this."
+        5.0, ge=0.1, le=60, description="JetStream publish and history requests give up after this."
     )
     replay_concurrency: int = Field(
         8,
@@ -221,12 +221,15 @@ class LimitSettings(_Section):
     )
     auth_timeout_seconds: float = Field(
         10.0,
-        gt=0,
+        ge=0.2,
         le=600,
         description="Time to authenticate after connecting, or to re-authenticate after expiry.",
     )
     heartbeat_seconds: float = Field(
-        30.0, gt=0, le=600, description="WebSocket ping interval; no pong within half of it closes."
+        30.0,
+        ge=0.2,
+        le=600,
+        description="WebSocket ping interval; no pong within half of it closes.",
     )
     connection_lease_seconds: float = Field(
         30.0,
@@ -318,7 +321,7 @@ class PresenceSettings(_Section):
     )
     request_timeout_seconds: float = Field(
         2.0,
-        gt=0,
+        ge=0.1,
         le=60,
         description="How long a presence query or server API command waits for the other "
         "replicas; a replica that does not answer in time is left out of the answer.",

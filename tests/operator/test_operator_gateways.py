@@ -101,6 +101,26 @@ def test_invalid_resources_are_refused_with_the_cel_messages(cluster: Cluster, n
     assert "spec.replicas" in result.stderr
 
 
+def test_resource_quantities_and_too_short_timeouts_are_refused_at_admission(
+    cluster: Cluster, ns: str
+) -> None:
+    result = cluster.try_apply(
+        gateway("bad", ns, "nats://n:4222", resources={"limits": {"cpu": "banana"}})
+    )
+    assert result.returncode != 0
+    assert "spec.resources.limits.cpu" in result.stderr
+    result = cluster.try_apply(
+        gateway("bad", ns, "nats://n:4222", limits={"heartbeatSeconds": 1e-7})
+    )
+    assert result.returncode != 0
+    assert "spec.limits.heartbeatSeconds" in result.stderr
+    quantities = {"requests": {"cpu": "250m", "memory": 134217728}, "limits": {"cpu": 2}}
+    assert (
+        cluster.try_apply(gateway("good", ns, "nats://n:4222", resources=quantities)).returncode
+        == 0
+    )
+
+
 def test_scale_subresource_scales_the_deployment(
     cluster: Cluster, ns: str, nats_server: EmbeddedNats
 ) -> None:

@@ -19,7 +19,7 @@ from neurelay.operator.models.base import (
     DEFAULT_LIMITS,
     DEFAULT_REQUESTS,
     NAME_PATTERN,
-    IntOrString,
+    Quantity,
     SecretKeyRef,
     SpecModel,
     reuse,
@@ -218,13 +218,13 @@ class PodSecuritySpec(SpecModel):
 class ResourcesSpec(SpecModel):
     """Compute resources of the gateway container (as in a container's `resources`)."""
 
-    requests: dict[str, IntOrString] = Field(
+    requests: dict[str, Quantity] = Field(
         default_factory=lambda: dict(DEFAULT_REQUESTS),
         description="Minimum resources, e.g. cpu: 100m, memory: 128Mi; CPU autoscaling is "
         "relative to the CPU request.",
         json_schema_extra={"default": dict(DEFAULT_REQUESTS)},
     )
-    limits: dict[str, IntOrString] = Field(
+    limits: dict[str, Quantity] = Field(
         default_factory=lambda: dict(DEFAULT_LIMITS),
         description="Maximum resources, e.g. memory: 512Mi.",
         json_schema_extra={"default": dict(DEFAULT_LIMITS)},
