@@ -309,8 +309,9 @@ class PresenceSettings(_Section):
         30.0,
         ge=0.5,
         le=300,
-        description="A replica silent this long is taken for dead: its connections leave the "
-        "presence of every channel. Replicas announce themselves at a third of it.",
+        description="A replica that has died is taken for dead within this long of its last "
+        "sign of life: its connections leave the presence of every channel. Replicas announce "
+        "themselves every third of it and one silent for five sixths of it is dead.",
     )
     max_clients: int = Field(
         1000,

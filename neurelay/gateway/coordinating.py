@@ -8,7 +8,8 @@ subject prefix, none needing new infrastructure:
   (`gathering.split`); the asker waits until every replica it knows to be
   alive has answered, or `presence.request_timeout_seconds`.
 - `<prefix>.p.beat`: each replica's sign of life every third of
-  `presence.ttl_seconds`. A replica silent for the TTL is taken for dead and
+  `presence.ttl_seconds`. A replica silent for five sixths of the TTL (looked
+  at every sixth, so within the TTL of its last beat) is taken for dead and
   the callback `on_replica_gone` sends `leave` for its connections. A replica
   heard again after that is asked for its members anew (`on_replica_back`).
   A replica that has not read its own previous beat back is behind on what
@@ -52,6 +53,14 @@ from neurelay.protocol.channels import Channel
 
 CommandHandler = Callable[[dict[str, Any]], Awaitable[int]]
 ReplicaHandler = Callable[[str], Awaitable[None]]
+
+# A replica looks for silent peers every LOOK of `presence.ttl_seconds` and beats every
+# LOOKS_PER_BEAT looks (a third of it); a silence of DEAD of it is death. So a death is
+# noticed at most DEAD + LOOK after the last beat (within the TTL), and a beat may come
+# DEAD - LOOK * LOOKS_PER_BEAT (half the TTL) late without being taken for death.
+LOOK = 1 / 6
+LOOKS_PER_BEAT = 2
+DEAD = 5 / 6
 
 
 class Coordinator:
@@ -220,17 +229,22 @@ class Coordinator:
         return self._bus.connected and self._beats_echoed < self._beats_sent - 1
 
     async def _beating(self) -> None:
+        looked = 0
         while True:
             ttl = self._live.config.presence.ttl_seconds
-            await asyncio.sleep(ttl / 3)
+            await asyncio.sleep(ttl * LOOK)
             lagging = self._lagging()
-            await self._beat()
+            looked += 1
+            if looked == LOOKS_PER_BEAT:
+                looked = 0
+                await self._beat()
             if lagging:
                 self._log.info("reading NATS behind; nobody is taken for dead this round")
                 continue
-            for replica in self._peers.expire(time.time(), ttl):
+            silence = ttl * DEAD
+            for replica in self._peers.expire(time.time(), silence):
                 self._log.warning(
-                    "replica %s silent for %.1fs: its connections leave", replica, ttl
+                    "replica %s silent for %.1fs: its connections leave", replica, silence
                 )
                 self._lost.add(replica)
                 await self._on_replica_gone(replica)
