@@ -61,6 +61,16 @@ class Principal:
         return int(self.expires_at * 1000)
 
 
+def issued_before(principal: Principal, cut_off_ms: int) -> bool:
+    """Whether `principal`'s token was issued before a revocation's cut-off.
+
+    Compared in whole seconds, as `iat` is written: a token issued in the second of the
+    cut-off stays valid, so a backend that revokes "now" and then issues a new token at
+    once does not see the new one refused.
+    """
+    return math.floor(principal.issued_at or 0.0) < cut_off_ms // 1000
+
+
 class Revocations:
     """Per user, the time (ms) before which their tokens are refused; entries expire.
 
@@ -94,8 +104,7 @@ class Revocations:
         if now >= entry[1]:
             del self._before[principal.user]
             return False
-        issued_ms = (principal.issued_at or 0.0) * 1000
-        return issued_ms < entry[0]
+        return issued_before(principal, entry[0])
 
     def check(self, principal: Principal, now: float) -> Principal:
         """`principal`, or ProtocolError(auth_failed) when its token is revoked."""
@@ -261,7 +270,13 @@ def _claim_info(value: object) -> Mapping[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise ProtocolError(ErrorCode.AUTH_FAILED, "claim 'info' must be a JSON object")
-    if len(orjson.dumps(value)) > MAX_INFO_BYTES:
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as e:  # orjson.JSONEncodeError: surrogates, depth, ints past 64 bits
+        raise ProtocolError(
+            ErrorCode.AUTH_FAILED, f"claim 'info' cannot be sent to clients: {e}"
+        ) from e
+    if len(encoded) > MAX_INFO_BYTES:
         raise ProtocolError(
             ErrorCode.AUTH_FAILED, f"claim 'info' is over {MAX_INFO_BYTES} bytes encoded"
         )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from neurelay.auth import (
     Principal,
     Revocations,
     TokenVerifier,
+    issued_before,
     may_publish,
     may_subscribe,
     mint_token,
@@ -634,3 +637,29 @@ def test_cut_off_in_force_is_told_until_it_lapses() -> None:
     assert revocations.cut_off("alice", now=500.0) == 200_000
     assert revocations.cut_off("alice", now=1_000.0) is None
     assert revocations.cut_off("bob", now=500.0) is None
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"n": "\ud800"},
+        {"n": 2**70},
+        {"n": functools.reduce(lambda inner, _: [inner], range(300), [])},
+    ],
+    ids=["lone-surrogate", "int-past-64-bits", "nested-300-deep"],
+)
+def test_an_info_claim_clients_cannot_be_sent_is_auth_failed(info: object) -> None:
+    verifier = TokenVerifier(AuthSettings(secret=SECRET))
+    token = jwt.encode({"sub": "alice", "exp": time.time() + 60, "info": info}, SECRET)
+    with pytest.raises(ProtocolError) as caught:
+        verifier.verify(token)
+    assert caught.value.code is ErrorCode.AUTH_FAILED
+
+
+def test_a_token_issued_in_the_second_of_a_revocation_stays_valid() -> None:
+    now = 1_800_000_000.7
+    principal = Principal(
+        user="alice", subscribe=(), publish=(), expires_at=now + 60, issued_at=math.floor(now)
+    )
+    assert not issued_before(principal, int(now * 1000))
+    assert issued_before(principal, int((now + 1) * 1000))

@@ -194,8 +194,7 @@ class Session:
         """Close the connection if its token was issued before the cut-off."""
         if self.principal is None:
             return []
-        issued_ms = (self.principal.issued_at or 0.0) * 1000
-        if issued_ms >= issued_before_ms:
+        if not auth.issued_before(self.principal, issued_before_ms):
             return []
         return [Close(CloseCode.TOKEN_REVOKED, "token revoked")]
 
