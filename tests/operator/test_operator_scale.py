@@ -115,7 +115,10 @@ def stream_count(url: str, prefix: str) -> int:
 
 
 def test_a_thousand_channels_become_ready_idle_cheaply_and_go_with_their_streams(
-    cluster: Cluster, nats_server: EmbeddedNats, scale_operator: OperatorProcess
+    cluster: Cluster,
+    nats_server: EmbeddedNats,
+    scale_operator: OperatorProcess,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     ns = "scale-thousand"
     cluster.kubectl("create", "namespace", ns)
@@ -157,14 +160,15 @@ def test_a_thousand_channels_become_ready_idle_cheaply_and_go_with_their_streams
     to_deleted, cpu_to_delete = time.monotonic() - started, cpu_seconds(pid) - cpu_started
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
-    print(
-        f"\n{CHANNELS} Channels on one gateway: applied in {applied:.1f} s, all Ready "
-        f"{to_ready:.1f} s after kubectl apply (operator CPU {cpu_to_ready:.1f} s); deleted "
-        f"with their streams {to_deleted:.1f} s after kubectl delete (which took "
-        f"{deleted:.1f} s; operator CPU {cpu_to_delete:.1f} s); idle operator over "
-        f"{IDLE_SECONDS:.0f} s: {100 * idle_cpu:.2f} % of a core, RSS {rss / 2**20:.0f} MiB, "
-        f"{len(idle_log.splitlines())} log lines"
-    )
+    with capsys.disabled():  # the figures belong in every run's output, CI's too
+        print(
+            f"\n{CHANNELS} Channels on one gateway: applied in {applied:.1f} s, all Ready "
+            f"{to_ready:.1f} s after kubectl apply (operator CPU {cpu_to_ready:.1f} s); deleted "
+            f"with their streams {to_deleted:.1f} s after kubectl delete (which took "
+            f"{deleted:.1f} s; operator CPU {cpu_to_delete:.1f} s); idle operator over "
+            f"{IDLE_SECONDS:.0f} s: {100 * idle_cpu:.2f} % of a core, RSS {rss / 2**20:.0f} MiB, "
+            f"{len(idle_log.splitlines())} log lines"
+        )
     assert rss <= RSS_LIMIT_BYTES
     # Idle means nothing changes: no line but problems (from other tests' leftovers whose
     # NATS is gone, in a full run), and none of kopf's per-handler lines.
