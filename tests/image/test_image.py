@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -139,3 +141,37 @@ def test_no_layer_holds_the_build_machines_pip_configuration_or_ca_bundle(image:
                 ]
     assert manifest["layers"]
     assert not found, found
+
+
+def test_stopping_build_image_stops_its_build_and_leaves_nothing_behind(tmp_path: Path):
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah is not installed")
+    tag = f"neurelay:stopped-{os.getpid()}"
+    containers_before = _buildah_lines("containers", "--quiet")
+    script = subprocess.Popen(
+        [str(REPO / "scripts/build-image"), "--builder", "buildah", "--rebuild", "--tag", tag],
+        env={**os.environ, "NEURELAY_CACHE": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert script.stderr is not None
+    for line in script.stderr:
+        if "building docker.io/library/" + tag in line:
+            break
+    script.terminate()  # the build has just started
+    assert script.wait(timeout=60) == 143
+    script.stderr.close()
+
+    assert _buildah_lines("containers", "--quiet") == containers_before
+    assert not [
+        name
+        for name in _buildah_lines("images", "--format", "{{.Name}}:{{.Tag}}")
+        if name.endswith("/" + tag)
+    ]
+    assert not list(tmp_path.glob("*.oci.tar"))
+
+
+def _buildah_lines(*args: str) -> list[str]:
+    result = subprocess.run(["buildah", *args], capture_output=True, text=True, check=True)
+    return result.stdout.split()
