@@ -5,6 +5,9 @@ default and reason; the operator embeds the same model in its ConfigMap, and
 docs/configuration.md is checked against it. `load_config` reads a YAML or
 JSON file and overlays environment variables named
 `NEURELAY__<SECTION>__<FIELD>` (lists and objects written as JSON).
+It is longer than most modules on purpose: it is the whole contract in one
+place, each section a small model of documented fields with no logic, and
+the CRD, the chart schema and docs/configuration.md are generated from it.
 """
 
 from __future__ import annotations
