@@ -303,21 +303,27 @@ async def _release_connection(
 
     A Channel without a record (its operator stopped before its first
     reconcile got that far) borrows the record of another Channel of the
-    same gateway: there, the stream's absence can be proven or it is deleted.
+    same gateway, or the NATS this process last released one of them from:
+    there, the stream's absence can be proven or it is deleted.
     """
+    known = ctx.gateway_nats
+    key = (namespace, spec.gateway)
     gateway = await ctx.kube.get(*GATEWAY, namespace, spec.gateway)
     if gateway is not None:
         try:
-            return _connection(RealtimeGatewaySpec.model_validate(gateway.get("spec") or {}))
+            gateway_spec = RealtimeGatewaySpec.model_validate(gateway.get("spec") or {})
+            known[key] = _connection(gateway_spec)
+            return known[key]
         except pydantic.ValidationError:
             pass
     if status.get("nats"):
-        return NatsConnection.model_validate(status["nats"])
+        known[key] = NatsConnection.model_validate(status["nats"])
+        return known[key]
     for sibling in await ctx.kube.list(*CHANNEL, namespace):
         recorded_nats = (sibling.get("status") or {}).get("nats")
         if (sibling.get("spec") or {}).get("gateway") == spec.gateway and recorded_nats:
             return NatsConnection.model_validate(recorded_nats)
-    return None
+    return known.get(key)
 
 
 async def _jetstream(ctx: Context, namespace: str, spec: RealtimeGatewaySpec) -> JetStream:

@@ -29,6 +29,7 @@ from neurelay.operator.coalescing import Coalescer
 from neurelay.operator.directory import Directory
 from neurelay.operator.kube import Kube
 from neurelay.operator.metrics import OperatorMetrics
+from neurelay.operator.models import NatsConnection
 from neurelay.operator.settings import PAUSED_ANNOTATION, OperatorSettings
 from neurelay.operator.watching import ChildWatch
 
@@ -61,6 +62,9 @@ class Context:
     paused: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
     directory: Directory = dataclasses.field(default_factory=Directory)
     children: ChildWatch = dataclasses.field(default_factory=ChildWatch)
+    # The NATS of each (namespace, gateway) last seen while releasing a Channel: a
+    # Channel without a record, released after its siblings, can still be checked there.
+    gateway_nats: dict[tuple[str, str], NatsConnection] = dataclasses.field(default_factory=dict)
     # Events about any object (kopf's, once the handlers are registered).
     notifier: Callable[[Body], Notify] = lambda body: no_events
     # Asks for gateway reconciles, coalesced (set up by `gateways.start_syncs`).

@@ -288,3 +288,20 @@ def test_a_channel_being_deleted_no_longer_says_its_stream_matches_the_spec(
     eventually(lambda: jetstream.info(stream(ns, "agent")) is None)
     cluster.patch(CH, "agent", ns, {"metadata": {"finalizers": None}})
     eventually(lambda: cluster.get(CH, "agent", ns) is None)
+
+
+def test_a_channel_without_a_record_released_after_its_siblings_is_checked_on_their_nats(
+    cluster: Cluster, ns: str, edge: str, jetstream: JetStream
+) -> None:
+    cluster.apply(
+        channel("agent", ns, edge, "agent", deletionPolicy="Delete"),
+        channel("user", ns, edge, "user", deletionPolicy="Delete"),
+    )
+    for name in ("agent", "user"):
+        cluster.wait_condition(CH, name, ns, "Ready", "True", "StreamReady")
+    cluster.delete(GW, edge, ns, wait=True)
+    forget_recorded_nats(cluster, "agent", ns)
+    cluster.delete(CH, "user", ns, wait=True)  # the last record goes first
+    cluster.delete(CH, "agent", ns)
+    eventually(lambda: cluster.get(CH, "agent", ns) is None)
+    assert jetstream.info(stream(ns, "agent")) is None
