@@ -33,7 +33,7 @@ class _Request:
 
 
 def _doorman() -> Doorman:
-    settings = ServerSettings(handshake_timeout_seconds=0.1)
+    settings = ServerSettings(handshake_timeout_seconds=0.5)
     return Doorman(settings, 0.1, Metrics(), logging.getLogger("test"))
 
 
@@ -49,7 +49,7 @@ async def test_a_handler_still_working_after_reading_its_body_is_not_cut() -> No
 
     async def slow_publish(request: Any) -> web.StreamResponse:
         doorman.request_read(request)
-        await asyncio.sleep(0.5)  # waiting for acks, well past the request deadline
+        await asyncio.sleep(1.5)  # waiting for acks, well past the request deadline
         return web.Response(text="published")
 
     response = await _serve(doorman, request, slow_publish)
@@ -64,7 +64,7 @@ async def test_a_handler_whose_body_never_arrives_is_cut_at_the_request_deadline
     request = _Request(transport)
 
     async def body_trickling(request: Any) -> web.StreamResponse:
-        await asyncio.sleep(0.5)  # still reading a body that does not come
+        await asyncio.sleep(1.5)  # still reading a body that does not come
         return web.Response(text="late")
 
     await _serve(doorman, request, body_trickling)

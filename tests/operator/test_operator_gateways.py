@@ -259,7 +259,7 @@ def test_kubectl_explain_shows_the_field_descriptions(cluster: Cluster) -> None:
     channel_text = cluster.kubectl("explain", "rtch.spec.deletionPolicy")
     assert "Delete removes it with its messages" in channel_text
     presence = " ".join(cluster.kubectl("explain", "rtgw.spec.presence.ttlSeconds").split())
-    assert "A replica silent this long is taken for dead" in presence
+    assert "A replica that has died is taken for dead" in presence
     assert "Default: 30. Minimum: 0.5. Maximum: 300." in presence
 
 
