@@ -26,9 +26,8 @@ from aiohttp import web
 from neurelay.auth import MAX_CLAIM_STRING, Principal
 from neurelay.errors import ProtocolError
 from neurelay.gateway.http_api import request_principal
-from neurelay.gateway.runtime import Gateway
 from neurelay.gateway.web import GATEWAY_KEY, refusal
-from neurelay.protocol.channels import is_valid_namespace, parse_channel
+from neurelay.protocol.channels import Channel, is_valid_namespace, parse_channel
 from neurelay.protocol.codes import ErrorCode
 
 # A command body holds one or two small fields; anything longer is not one.
@@ -47,19 +46,24 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def _admin(request: web.Request) -> tuple[Gateway, Principal]:
-    gateway = request.app[GATEWAY_KEY]
+def _admin(request: web.Request) -> Principal:
     principal = request_principal(request)
-    gateway.authorize_server_api(principal)
-    return gateway, principal
+    request.app[GATEWAY_KEY].authorize_server_api(principal)
+    return principal
+
+
+def _presence_channel(request: web.Request) -> Channel:
+    """The path's channel, when the admin may see who is in it."""
+    principal = _admin(request)
+    channel = parse_channel(request.match_info["channel"])
+    request.app[GATEWAY_KEY].authorize_presence(principal, channel)
+    return channel
 
 
 async def presence(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     try:
-        _, principal = _admin(request)
-        channel = parse_channel(request.match_info["channel"])
-        gateway.authorize_presence(principal, channel)
+        channel = _presence_channel(request)
         clients, truncated = await gateway.presence(channel)
     except ProtocolError as e:
         return refusal(gateway, e)
@@ -72,9 +76,7 @@ async def presence(request: web.Request) -> web.Response:
 async def presence_stats(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     try:
-        _, principal = _admin(request)
-        channel = parse_channel(request.match_info["channel"])
-        gateway.authorize_presence(principal, channel)
+        channel = _presence_channel(request)
         users, connections = await gateway.presence_stats(channel)
     except ProtocolError as e:
         return refusal(gateway, e)
