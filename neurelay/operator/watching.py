@@ -46,7 +46,12 @@ def _marker(body: Body) -> str:
 
 
 def _latest_manager(body: Body) -> str:
-    """The field manager of the latest change outside the status, the operator's in a tie."""
+    """The field manager of the latest change outside the status, another client's in a tie.
+
+    managedFields tell whole seconds only, so an edit in the second of the
+    operator's own apply ties with it; taking the other client then asks
+    for a check whose apply, if it changes nothing, reports nothing.
+    """
     entries = [
         entry
         for entry in (body.get("metadata") or {}).get("managedFields") or []
@@ -56,7 +61,7 @@ def _latest_manager(body: Body) -> str:
         return ""
     latest = max(str(entry.get("time", "")) for entry in entries)
     managers = {str(entry.get("manager", "")) for entry in entries if entry.get("time") == latest}
-    return FIELD_MANAGER if FIELD_MANAGER in managers else min(managers)
+    return min(managers - {FIELD_MANAGER} or managers)
 
 
 def last_writer(body: Body) -> str:

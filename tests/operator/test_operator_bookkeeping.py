@@ -310,13 +310,24 @@ def test_a_child_refusing_the_apply_after_a_foreign_change_is_replaced_once() ->
 
 def test_a_child_first_seen_after_another_clients_change_is_drift() -> None:
     watch = ChildWatch()
-    ours = child("ConfigMap", generation=None, version="1", writer="x")
-    ours["metadata"]["managedFields"][1]["time"] = "2026-01-01T00:00:00Z"  # a tie: ours
-    assert not watch.observe(None, ours)
+    assert not watch.observe(None, child("ConfigMap", generation=None, version="1", writer=OURS))
     edited = child("Service", generation=None, version="2", writer="kubectl-patch")
     assert watch.observe("MODIFIED", edited)  # its first event, already changed by hand
     restored = child("Service", generation=None, version="3", writer="kubectl-patch")
     assert watch.applied(restored) == "Service edge had been changed by kubectl-patch; restored"
+
+
+def test_an_edit_in_the_second_of_the_operators_apply_is_checked_and_reported_if_restored() -> None:
+    watch = ChildWatch()
+    tied = child("Service", generation=None, version="2", writer="kubectl-patch")
+    tied["metadata"]["managedFields"][1]["time"] = tied["metadata"]["managedFields"][0]["time"]
+    assert watch.observe(None, tied)  # first sight, edited within the second of the create
+    restored = child("Service", generation=None, version="3", writer="kubectl-patch")
+    assert watch.applied(restored) == "Service edge had been changed by kubectl-patch; restored"
+    unchanged = child("ConfigMap", generation=None, version="7", writer="x")
+    unchanged["metadata"]["managedFields"][1]["time"] = "2026-01-01T00:00:00Z"
+    assert watch.observe(None, unchanged)
+    assert watch.applied(unchanged) is None  # the check's apply changed nothing: not drift
 
 
 def test_an_autoscalers_scaling_asks_for_a_check_but_is_not_reported_as_drift() -> None:
