@@ -14,6 +14,7 @@ is left out::
     │   ├── PayloadTooLarge  the message exceeds what NATS accepts (its max_payload)
     │   └── ReplayError      JetStream answered a direct get with an error [gateway.replaying]
     ├── KubeError            a Kubernetes API request failed; carries the status [operator.kube]
+    │   └── ApplyConflict    an apply would overwrite fields another client set [operator.kube]
     ├── SecretMissing        a referenced Secret, or its key, does not exist [operator.kube]
     ├── RetryLater           a resource cannot be reconciled now [operator.context]
     └── ClientError          raised by `neurelay.client` (which exports these)

@@ -31,7 +31,7 @@ from neurelay.operator.context import (
     reconcilable,
     write_status,
 )
-from neurelay.operator.kube import KubeError, SecretMissing, digest
+from neurelay.operator.kube import ApplyConflict, KubeError, SecretMissing, digest
 from neurelay.operator.models import RealtimeGatewaySpec
 from neurelay.operator.naming import GatewayRef, config_map_name
 from neurelay.operator.render import render_children
@@ -114,10 +114,10 @@ async def _reconcile_gateway(
         children = render_children(gateway, spec, channels, digests, live)
         deployment: dict[str, Any] | None = None
         for manifest in children.present():
-            applied = await _apply(ctx, manifest)
+            applied, overwritten = await _apply(ctx, manifest)
             if manifest["kind"] == "Deployment":
                 deployment = applied
-            repaired = ctx.children.applied(applied)
+            repaired = ctx.children.applied(applied, overwritten)
             if repaired is not None:
                 log.warning("RealtimeGateway %s/%s: %s", namespace, name, repaired)
                 notify("Warning", "ChildRestored", repaired)
@@ -144,15 +144,38 @@ async def _reconcile_gateway(
     log.debug("RealtimeGateway %s/%s reconciled", namespace, name)
 
 
-async def _apply(ctx: Context, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Server-side apply; replace a child another client's change made unappliable."""
+async def _apply(ctx: Context, manifest: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Server-side apply; with the clients whose changes it overwrote, if any.
+
+    Unforced first: a conflict names who set a declared field to another
+    value, however the watch's events were batched, and the forced apply
+    then restores it. An autoscaler's replica count alone is not drift.
+    """
     try:
-        return await ctx.kube.apply(manifest)
+        return await ctx.kube.apply(manifest, force=False), None
+    except ApplyConflict as conflict:
+        try:
+            applied = await ctx.kube.apply(manifest)
+        except KubeError as e:
+            applied = await _replace_if_refused(ctx, manifest, e)
+        if conflict.fields == {".spec.replicas"}:
+            return applied, None
+        return applied, ", ".join(sorted(conflict.managers))
     except KubeError as e:
-        if e.status != 422 or not ctx.children.replace(manifest):
-            raise
-    # Fields another client added make the declared object invalid (e.g. a second port
-    # named http): apply leaves others' fields alone, so only a fresh object lets it back.
+        return await _replace_if_refused(ctx, manifest, e), None
+
+
+async def _replace_if_refused(
+    ctx: Context, manifest: dict[str, Any], error: KubeError
+) -> dict[str, Any]:
+    """Create afresh a child that another client's change made unappliable, else re-raise.
+
+    Fields another client added can make the declared object invalid (e.g. a
+    second port named http): apply leaves others' fields alone, so only a
+    fresh object lets it back.
+    """
+    if error.status != 422 or not ctx.children.replace(manifest):
+        raise error
     meta_ = manifest["metadata"]
     await ctx.kube.delete(
         manifest["apiVersion"], manifest["kind"], meta_["namespace"], meta_["name"]

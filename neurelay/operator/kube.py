@@ -1,11 +1,13 @@
 """A thin Kubernetes API client over kubernetes_asyncio: get, list, apply, delete, patch status.
 
 Writes of child objects are server-side apply (`PATCH` with
-`application/apply-patch+yaml`, one field manager, forced), which is an
-idempotent create-or-patch: applying the same manifest twice changes
-nothing, and fields the operator stops sending are removed. Every failure
-becomes a `KubeError` carrying the HTTP status (0 when the server was not
-reached).
+`application/apply-patch+yaml`, one field manager), which is an idempotent
+create-or-patch: applying the same manifest twice changes nothing, and
+fields the operator stops sending are removed. Unforced, an apply over a
+field another client set to another value fails with `ApplyConflict`
+naming that client, which is how the operator learns who changed a child.
+Every failure becomes a `KubeError` carrying the HTTP status (0 when the
+server was not reached).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +56,15 @@ class KubeError(NeurelayError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ApplyConflict(KubeError):
+    """An unforced apply would overwrite fields that other field managers set."""
+
+    def __init__(self, message: str, managers: frozenset[str], fields: frozenset[str]) -> None:
+        super().__init__(message, 409)
+        self.managers = managers
+        self.fields = fields
 
 
 class SecretMissing(NeurelayError):
@@ -120,7 +132,13 @@ class Kube:
                 _request_timeout=30,
             )
         except ApiException as e:
-            raise KubeError(f"{method} {url}: {e.status} {_reason(e)}", e.status) from e
+            message = f"{method} {url}: {e.status} {_reason(e)}"
+            conflicts = _conflicts(e) if e.status == 409 else []
+            if conflicts:
+                managers = frozenset(manager for manager, _ in conflicts)
+                fields = frozenset(field for _, field in conflicts)
+                raise ApplyConflict(message, managers, fields) from e
+            raise KubeError(message, e.status) from e
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise KubeError(f"{method} {url}: {e!r}") from e
         return result if isinstance(result, dict) else {}
@@ -147,15 +165,19 @@ class Kube:
         items: list[Manifest] = result.get("items", [])
         return items
 
-    async def apply(self, manifest: Manifest) -> Manifest:
-        """Server-side apply: create `manifest`, or make the live object match it."""
+    async def apply(self, manifest: Manifest, *, force: bool = True) -> Manifest:
+        """Server-side apply: create `manifest`, or make the live object match it.
+
+        Unforced, it raises `ApplyConflict` instead of taking over fields
+        another client set to other values.
+        """
         meta = manifest["metadata"]
         url = path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
         return await self.request(
             "PATCH",
             url,
             body=manifest,
-            query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            query={"fieldManager": FIELD_MANAGER, "force": str(force).lower()},
             content_type="application/apply-patch+yaml",
         )
 
@@ -201,6 +223,25 @@ class Kube:
 
 def digest(value: bytes) -> str:
     return hashlib.sha256(value).hexdigest()[:16]
+
+
+_CONFLICT_WITH = re.compile(r'conflict with "([^"]*)"')
+
+
+def _conflicts(e: ApiException) -> list[tuple[str, str]]:
+    """(field manager, field) of each field an apply conflicted on, from the API's Status."""
+    try:
+        causes = json.loads(e.body or b"").get("details", {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return []
+    found = []
+    for cause in causes:
+        if not isinstance(cause, dict) or cause.get("reason") != "FieldManagerConflict":
+            continue
+        match = _CONFLICT_WITH.search(str(cause.get("message", "")))
+        if match:
+            found.append((match.group(1), str(cause.get("field", ""))))
+    return found
 
 
 def _reason(e: ApiException) -> str:

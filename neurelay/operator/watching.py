@@ -11,7 +11,9 @@ controllers are neither. Such an event asks for a reconcile of the gateway,
 whose server-side apply restores the child; `applied` then records the
 operator's own write and tells whether it really changed something
 (an autoscaler's replica count is left alone, so it is not drift) and gives
-the sentence for the Warning Event. Server-side apply leaves fields another
+the sentence for the Warning Event; an apply that had to take fields back
+from another client (its conflict names the client) is drift even when the
+watch batched that client's change away. Server-side apply leaves fields another
 client added; when those make the declared object invalid (a second port
 named `http`), the API refuses the apply and `replace` lets the reconcile
 delete the child and create it afresh.
@@ -117,14 +119,22 @@ class ChildWatch:
         self._suspects[key] = _Suspect(marker, last_writer(body))
         return True
 
-    def applied(self, applied: Body) -> str | None:
-        """Record the operator's own write; what it repaired as a sentence, or None."""
+    def applied(self, applied: Body, overwritten: str | None = None) -> str | None:
+        """Record the operator's own write; what it repaired as a sentence, or None.
+
+        `overwritten` names the clients whose values the apply took back
+        (from its conflict), which is drift even when the watch never showed
+        their change: events of one object arriving together are batched.
+        """
         key = child_key(applied)
+        before = self._ours.get(key)
         self._ours[key] = _marker(applied)
         suspect = self._suspects.pop(key, None)
+        title = f"{key[0]} {key[2]}"
+        if overwritten:
+            return f"{title} had been changed by {overwritten}; restored"
         if suspect is None:
             return None
-        title = f"{key[0]} {key[2]}"
         if suspect.marker is None:
             return f"{title} had been deleted; re-created"
         if suspect.replaced:
@@ -132,8 +142,10 @@ class ChildWatch:
                 f"{title} had been changed by {suspect.writer or 'another client'} so that the "
                 "declared object could not be applied over it; replaced"
             )
-        if _marker(applied) == suspect.marker:
-            return None  # the apply changed nothing: not drift (e.g. an autoscaler's scaling)
+        if _marker(applied) in (suspect.marker, before):
+            # The apply changed nothing: not drift (an autoscaler's scaling), or drift an
+            # earlier apply already restored and reported before the watch showed it.
+            return None
         return f"{title} had been changed by {suspect.writer or 'another client'}; restored"
 
     def replace(self, manifest: Body) -> bool:

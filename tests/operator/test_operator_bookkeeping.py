@@ -352,3 +352,21 @@ def test_the_last_writer_is_the_latest_manager_other_than_the_operator() -> None
     assert last_writer(body) == "kubectl"
     body["metadata"]["managedFields"].pop()
     assert last_writer(body) == ""
+
+
+def test_an_apply_that_took_fields_back_names_the_client_though_the_watch_never_showed_it() -> None:
+    watch = ChildWatch()
+    assert not watch.observe(None, child("ConfigMap", generation=None, version="1", writer=OURS))
+    restored = child("ConfigMap", generation=None, version="3", writer=OURS)
+    message = watch.applied(restored, "kubectl-patch")
+    assert message == "ConfigMap edge had been changed by kubectl-patch; restored"
+
+
+def test_a_change_the_watch_shows_after_its_restore_is_not_reported_twice() -> None:
+    watch = ChildWatch()
+    assert not watch.observe(None, child("ConfigMap", generation=None, version="1", writer=OURS))
+    restored = child("ConfigMap", generation=None, version="3", writer=OURS)
+    assert watch.applied(restored, "kubectl-patch")
+    late = child("ConfigMap", generation=None, version="2", writer="kubectl-patch")
+    assert watch.observe("MODIFIED", late)  # the edit itself, shown after the restore
+    assert watch.applied(restored) is None  # the check's apply found it already restored
