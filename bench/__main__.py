@@ -1,8 +1,11 @@
 """python -m bench SCENARIO [--size tiny|full] [--systems neurelay,socketio,nats]
 
-Scenarios: fanout, channels, streaming, storm, idle; `all` runs them all and
-rewrites docs/performance.md; `docs` only rewrites it from bench/results/;
-`ceiling` is fan-out against the load generator's own minimal Go server.
+Scenarios: fanout, channels, streaming, storm, idle, cluster; `all` runs them
+all, then the gateway's profile under fan-out and the bench modules
+(admission, publishing, presence, replaying), and writes docs/performance.md
+from that one run (at `tiny`, bench/results/performance-tiny.md); `docs`
+only rewrites it from bench/results/; `ceiling` is fan-out against the load
+generator's own minimal Go server.
 """
 
 from __future__ import annotations
@@ -25,7 +28,27 @@ from bench.driver import Progress, build_loadgen, run_loadgen
 from bench.scenarios import PAYLOAD_BYTES, SCENARIOS, variants
 from bench.systems import NATS_TOKEN, SECRET, make_system
 
-DEFAULT_SYSTEMS = {"fanout": "neurelay,neurelay-batch,socketio,nats,ceiling"}
+DEFAULT_SYSTEMS = {
+    "fanout": "neurelay,neurelay-batch,socketio,nats,centrifugo,ceiling",
+    "idle": "neurelay,socketio,nats,centrifugo",
+    "cluster": "neurelay-cluster",
+}
+# Rough minutes at full size on two cores, per (variant, system) run of each scenario and per
+# bench module: printed before `all` starts so the whole run's length is known up front.
+MINUTES_PER_RUN = {
+    "fanout": 1.1,
+    "channels": 1.2,
+    "streaming": 0.4,
+    "storm": 0.4,
+    "idle": 0.8,
+    "cluster": 2.0,
+    "profile": 1.2,
+    "admission": 2.0,
+    "publishing": 1.0,
+    "presence": 3.0,
+    "replaying": 1.5,
+}
+MODULES = ("admission", "publishing", "presence", "replaying")
 
 
 def raise_open_files() -> int:
@@ -117,15 +140,45 @@ def display(spec: str) -> str:
     return f"{name}@{Path(source).name}" if source else name
 
 
+def scenario_systems(scenario: str, asked: str | None) -> list[str]:
+    """The systems a scenario runs: those asked for that fit it, or its defaults."""
+    default = DEFAULT_SYSTEMS.get(scenario, "neurelay,socketio,nats").split(",")
+    if scenario == "ceiling":
+        return ["ceiling"]
+    if scenario == "cluster":  # only the three-gateway system: one gateway is the others' job
+        chosen = [s for s in (asked or "").split(",") if s.startswith("neurelay-cluster")]
+        return chosen or default
+    systems = asked.split(",") if asked else default
+    systems = [s for s in systems if not s.startswith("neurelay-cluster")]
+    if scenario != "fanout":
+        systems = [s for s in systems if s != "ceiling"]  # only meaningful for fan-out
+    return systems
+
+
+def fit_open_files(config: dict[str, Any], progress: Progress) -> None:
+    """One load generator holds every connection: fewer if its open-file limit is lower."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    wanted = config["subscribers"] + config.get("publishers", 0) + 200
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        fitted = hard - config.get("publishers", 0) - 200
+        progress.line(
+            f"open-file limit {hard} (ulimit -Hn): {fitted:,} connections instead of "
+            f"{config['subscribers']:,}; raise the hard limit for the whole count"
+        )
+        config["subscribers"] = fitted
+        config["streams"] = [
+            dict(stream, count=min(stream["count"], fitted))
+            if "{i}" in stream["channel"]
+            else stream
+            for stream in config.get("streams", [])
+        ]
+
+
 def run_scenario(scenario: str, args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     binary = build_loadgen()
     server_cpus, loadgen_cpus = cpu_split(args.cpus, args.server_cpu)
     grid = "fanout" if scenario == "ceiling" else scenario
-    systems = (args.systems or DEFAULT_SYSTEMS.get(scenario, "neurelay,socketio,nats")).split(",")
-    if scenario == "ceiling":
-        systems = ["ceiling"]
-    elif scenario != "fanout":
-        systems = [s for s in systems if s != "ceiling"]  # only meaningful for fan-out
+    systems = scenario_systems(scenario, args.systems)
     chosen = variants(grid, args.size)
     if args.subscribers:
         wanted = set(args.subscribers.split(","))
@@ -162,12 +215,14 @@ def run_scenario(scenario: str, args: argparse.Namespace, progress: Progress) ->
                         variant.config,
                         protocol=system.protocol,
                         url=system.url,
+                        urls=system.urls,
                         pids=system.pids,
                         secret=SECRET,
                         nats_token=NATS_TOKEN,
                         payload_bytes=PAYLOAD_BYTES,
                         time_limit_seconds=args.time_limit,
                     )
+                    fit_open_files(config, progress)
                     if args.profile and "gateway" in system.pids:
                         report.RESULTS.mkdir(exist_ok=True)
                         profiler = start_profiler(system.pids["gateway"], profile_path)
@@ -241,14 +296,89 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     raise_open_files()
     progress = Progress()
-    scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    if args.scenario != "all":
+        result = run_scenario(args.scenario, args, progress)
+        return 1 if result["failures"] or not result["runs"] else 0
+    return run_all(args, progress)
+
+
+def estimate_minutes(args: argparse.Namespace) -> dict[str, float]:
+    """Expected minutes of each part of `all` at full size (tiny: seconds, not shown)."""
+    minutes = {}
+    for scenario in SCENARIOS:
+        runs = len(variants(scenario, "full")) * len(scenario_systems(scenario, args.systems))
+        minutes[scenario] = MINUTES_PER_RUN[scenario] * runs
+    minutes["profile"] = MINUTES_PER_RUN["profile"]
+    for module in MODULES:
+        minutes[module] = MINUTES_PER_RUN[module]
+    return minutes
+
+
+def run_all(args: argparse.Namespace, progress: Progress) -> int:
+    """Every scenario, the profile and the bench modules in one run, then the page from it."""
+    if args.size == "full":
+        minutes = estimate_minutes(args)
+        shown = ", ".join(f"{part} ~{m:.0f}" for part, m in minutes.items())
+        progress.line(f"estimate (minutes): {shown}; total ~{sum(minutes.values()):.0f}")
     failed = False
-    for scenario in scenarios:
+    for scenario in SCENARIOS:
         result = run_scenario(scenario, args, progress)
         failed = failed or bool(result["failures"]) or not result["runs"]
-    if args.scenario == "all" and args.size == "full":
-        progress.line(f"docs: {report.write_docs(args.size)}")
+    profiled = argparse.Namespace(**vars(args))
+    profiled.profile, profiled.systems, profiled.repeat = True, "neurelay", 1
+    profiled.subscribers = "1000" if args.size == "full" else None
+    result = run_scenario("fanout", profiled, progress)
+    failed = failed or bool(result["failures"]) or not result["runs"]
+    for module in MODULES:
+        progress.line(f"[{module}] starting")
+        try:
+            code = run_module(module, args.size)
+        except Exception as e:  # one part failing must not lose the others' results
+            progress.line(f"[{module}] FAILED: {e}")
+            if args.verbose:
+                traceback.print_exc()
+            code = 1
+        failed = failed or code != 0
+    progress.line(f"docs: {report.write_docs(args.size)}")
     return 1 if failed else 0
+
+
+# Each bench module's arguments in `all`: full is what docs/performance.md shows, tiny proves
+# the module runs.
+MODULE_ARGS = {
+    "admission": {
+        "full": ["--connections", "10000"],
+        "tiny": ["--connections", "20", "--hold", "2", "--systems", "neurelay"],
+    },
+    "publishing": {
+        "full": ["--publishes", "30000"],
+        "tiny": ["--publishes", "200", "--runs", "neurelay:ws,neurelay:http,neurelay:direct"],
+    },
+    "presence": {
+        "full": [],
+        "tiny": [
+            "--members",
+            "20",
+            "--queries",
+            "3",
+            "--storm",
+            "10",
+            "--storm-seconds",
+            "1",
+            "--storm-channels",
+            "1",
+        ],
+    },
+    "replaying": {"full": [], "tiny": ["--retained", "500", "--tries", "5"]},
+}
+
+
+def run_module(module: str, size: str) -> int:
+    import importlib
+
+    main_of = importlib.import_module(f"bench.{module}").main
+    argv = [*MODULE_ARGS[module][size], "--size", size, "--results", str(report.RESULTS)]
+    return int(main_of(argv))
 
 
 if __name__ == "__main__":

@@ -71,8 +71,10 @@ def section() -> str:
     rows = "\n".join(f"| {what} | {' | '.join(values)} |" for what, *values in FIGURES)
     return (
         "\n## The operator at a thousand Channels\n\n"
-        f"`tests/operator/test_operator_scale.py`, {len(RUNS)} runs; "
-        "CPU as a share of one core.\n\n"
+        f"_Runs {', '.join(RUNS)}, not part of `python -m bench all`: "
+        "`tests/operator/test_operator_scale.py` needs the Kubernetes control plane "
+        "(`e2e/control-plane/build.sh`); its figures are recorded in "
+        "`bench/operator_scale.py`._ CPU as a share of one core.\n\n"
         f"| | {' | '.join(RUNS)} |\n|---|{'---:|' * len(RUNS)}\n"
         f"{rows}\n{NOTES}"
     )

@@ -20,7 +20,9 @@ MAIN_PROCESS = {
     "neurelay-batch": "gateway",
     "socketio": "socketio",
     "nats": "nats",
+    "centrifugo": "centrifugo",
     "ceiling": "ceiling",
+    "neurelay-cluster": "gateway-1",
 }
 KiB = 1024
 
@@ -37,7 +39,7 @@ def summarize(scenario: str, run: dict[str, Any]) -> dict[str, Any]:
     """The numbers of one (variant, system) run that the tables show."""
     main = main_process(run["system"])
     out: dict[str, Any] = {"main_process": main}
-    if scenario in ("fanout", "channels", "streaming"):
+    if scenario in ("fanout", "channels", "streaming", "cluster"):
         setup = _events(run, "setup")[0]
         steps = [e for e in _events(run, "step") if e["phase"] == "ramp"]
         half = [e for e in _events(run, "step") if e["phase"] == "half"]
@@ -234,9 +236,50 @@ def table_idle(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_cluster(result: dict[str, Any]) -> str:
+    """The three-gateway table: per step, each gateway's and each NATS node's CPU."""
+    lines = []
+    for r in best_runs(result):
+        s = r["summary"]
+        names = sorted(s["steps"][0]["proc"]["servers"]) if s["steps"] else []
+        gateways = [n for n in names if n.startswith("gateway")]
+        nodes = [n for n in names if n.startswith("nats")]
+        lines.append(
+            f"{s['connections']:,} connections ({_n(s['connections_per_s'])}/s, subscribed at "
+            f"{_n(s['subscriptions_per_s'])}/s), memory per connection on `gateway-1` "
+            f"{s['rss_per_connection'] / KiB:.1f} KiB.\n"
+        )
+        lines.append(
+            "| user: msgs/s + system/s | deliveries/s (offered) | p50 / p99 / p99.9 / max (ms) "
+            "| lost | "
+            + " | ".join(f"{g} CPU" for g in gateways)
+            + " | "
+            + " | ".join(f"{n} CPU" for n in nodes)
+            + " |"
+        )
+        lines.append("|---|---:|---|---:|" + "---:|" * (len(gateways) + len(nodes)))
+        for step in s["steps"]:
+            rates = step.get("stream_rates", [step["offered_msgs_per_s"]])
+            servers = step["proc"]["servers"]
+            lines.append(
+                _row(
+                    " + ".join(_n(x) for x in rates),
+                    _n(step["deliveries_per_s"]) + f" ({_n(step['offered_deliveries_per_s'])})",
+                    _lat(step["latency_ms"]),
+                    step["lost"],
+                    *(f"{servers[g]['cpu']:.2f}" for g in gateways),
+                    *(f"{servers[n]['cpu']:.2f}" for n in nodes),
+                )
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def table(scenario: str, result: dict[str, Any]) -> str:
     if scenario == "storm":
         return table_storm(result)
+    if scenario == "cluster":
+        return table_cluster(result)
     if scenario == "idle":
         return table_idle(result)
     return table_traffic(scenario, result)
@@ -299,6 +342,21 @@ def goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                             " ms",
                         )
                     )
+                ceiling_half = by.get("ceiling", {}).get("half_step")
+                if half and ceiling_half:
+                    rows.append(
+                        _goal(
+                            f"{tag}: p99 at half of max, against the minimal Go server's",
+                            "≤ 2x",
+                            half["latency_ms"]["p99"]
+                            / max(ceiling_half["latency_ms"]["p99"], 0.01),
+                            2,
+                            False,
+                            "x",
+                            inclusive=True,
+                        )
+                    )
+    rows += _module_goals(results)
     idle = results.get("idle")
     if idle:
         for r in best_runs(idle):
@@ -328,10 +386,74 @@ def goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _module_goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Goals measured by the bench modules: KV writes at idle, publishes per core, `last: 1`."""
+    rows: list[dict[str, Any]] = []
+    admission = results.get("admission")
+    for run in admission["runs"] if admission else []:
+        if run["system"] == "neurelay" and run["writes_per_s"] is not None:
+            rows.append(
+                _goal(
+                    f"neurelay, per-user limit: KV writes/s at idle, "
+                    f"{run['connections']:,} connections",
+                    "≤ 1/s, not growing with connections",
+                    run["writes_per_s"],
+                    1,
+                    False,
+                    "/s",
+                    inclusive=True,
+                )
+            )
+    publishing = results.get("publishing")
+    if publishing:
+        best: dict[str, int] = {}
+        for run in publishing["runs"]:
+            if run["path"] == "ws" and run["per_gateway_core"]:
+                best[run["system"]] = max(best.get(run["system"], 0), run["per_gateway_core"])
+        before = next((k for k in best if k.startswith("neurelay@")), None)
+        if before and "neurelay" in best:
+            rows.append(
+                _goal(
+                    f"neurelay, WebSocket publishes per gateway core against {before}",
+                    "≥ 2x",
+                    best["neurelay"] / best[before],
+                    2,
+                    True,
+                    "x",
+                )
+            )
+    replaying = results.get("replaying")
+    if replaying:
+        last1 = [r for r in replaying["rows"] if r["request"] == "`last: 1`"]
+        big, small = (
+            max(last1, key=lambda r: r["retained"]),
+            min(last1, key=lambda r: r["retained"]),
+        )
+        rows.append(
+            _goal(
+                f"`last: 1` p50 on {big['retained']:,} retained messages against "
+                f"{small['retained']:,} (cost independent of history)",
+                "≤ 2x",
+                big["p50_ms"] / max(small["p50_ms"], 0.01),
+                2,
+                False,
+                "x",
+                inclusive=True,
+            )
+        )
+    return rows
+
+
 def _goal(
-    name: str, target: str, value: float, bound: float, higher: bool, unit: str
+    name: str,
+    target: str,
+    value: float,
+    bound: float,
+    higher: bool,
+    unit: str,
+    inclusive: bool = False,
 ) -> dict[str, Any]:
-    met = value >= bound if higher else value < bound
+    met = value >= bound if higher else (value <= bound if inclusive else value < bound)
     off = (
         ""
         if met
@@ -461,6 +583,7 @@ def machine() -> dict[str, Any]:
         versions["nats-server"] = "missing"
     return {
         "cpu": cpu,
+        "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "cores": os.cpu_count(),
         "memory_gib": round(mem / 2**30, 1),
         "kernel": platform.release(),
@@ -483,14 +606,17 @@ def save(scenario: str, size: str, result: dict[str, Any]) -> Path:
     return path
 
 
+MODULE_RESULTS = ("fanout-profile", "admission", "publishing", "presence", "replaying")
+
+
 def load_latest(size: str) -> dict[str, dict[str, Any]]:
     from bench.scenarios import SCENARIOS
 
     found = {}
-    for scenario in SCENARIOS:
-        path = RESULTS / f"latest-{scenario}-{size}.json"
+    for name in (*SCENARIOS, *MODULE_RESULTS):
+        path = RESULTS / f"latest-{name}-{size}.json"
         if path.exists():
-            found[scenario] = json.loads(path.read_text())
+            found[name] = json.loads(path.read_text())
     return found
 
 
@@ -500,65 +626,93 @@ SECTIONS = {
     "streaming": "Token streaming",
     "storm": "Connection storm",
     "idle": "Idle capacity",
+    "cluster": "Three gateways on a 3-node NATS cluster",
 }
 
 
+def _scenario_section(scenario: str, r: dict[str, Any]) -> str:
+    systems = ", ".join(r["systems"])
+    repeat = ""
+    if r.get("repeat", 1) > 1:
+        best = "" if scenario == "storm" else "best of "
+        repeat = f", {best}{r['repeat']} runs each"
+    failed = "".join(
+        f"\n- {f['system']} ({f['variant']}) failed: {f['error'][:300]}" for f in r["failures"]
+    )
+    return (
+        f"\n## {SECTIONS[scenario]}\n\n_Run {r['started']}, systems: {systems}{repeat}._\n\n"
+        + table(scenario, r)
+        + (f"\nNot measured:{failed}\n" if failed else "")
+        + (f"\n{NOTES[scenario]}\n" if scenario in NOTES else "")
+    )
+
+
 def write_docs(size: str = "full") -> Path:
+    """docs/performance.md from the latest results of every part of `python -m bench all`
+    (at `tiny`, bench/results/performance-tiny.md: the page is rendered, docs/ untouched)."""
     results = load_latest(size)
     if not results:
         raise SystemExit(f"no results for size {size} in {RESULTS}; run python -m bench all first")
+    docs, plot = (DOCS, PLOT) if size == "full" else (RESULTS / f"performance-{size}.md", None)
     any_result = next(iter(results.values()))
-    m = any_result["machine"]
-    parts = [HEADER]
+    started = min(r["started"] for r in results.values())
+    parts = [HEADER, f"\n_This page: `python -m bench all`, started {started} ({size})._\n"]
     parts.append(
-        "\n## Goals\n\nMeasured as ratios between systems of the same run. `neurelay` is the "
-        "gateway as it is now; `neurelay@ed828a2` as it was before the optimisations below.\n\n"
+        "\n## Goals\n\nMeasured as ratios between systems of the same run; `neurelay@…` is the "
+        "gateway from an earlier tree (named in its section), for before and after.\n\n"
     )
     parts.append(goals_table(goals(results)))
     parts.append(GOAL_NOTES)
-    if "fanout" in results and plot_fanout(results["fanout"], PLOT):
-        parts.append(
-            "\n![Fan-out throughput and p99 latency against offered load](performance-fanout.png)\n"
-        )
-    for scenario, title in SECTIONS.items():
+    if "fanout" in results:
+        target = plot or RESULTS / f"performance-fanout-{size}.png"
+        if plot_fanout(results["fanout"], target) and plot:
+            parts.append(
+                "\n![Fan-out throughput and p99 latency against offered load]"
+                "(performance-fanout.png)\n"
+            )
+    for scenario in SECTIONS:
         if scenario in results:
-            r = results[scenario]
-            systems = ", ".join(r["systems"])
-            repeat = ""
-            if r.get("repeat", 1) > 1:
-                best = "" if scenario == "storm" else "best of "
-                repeat = f", {best}{r['repeat']} runs each"
-            parts.append(f"\n## {title}\n\n_Run {r['started']}, systems: {systems}{repeat}._\n\n")
-            parts.append(table(scenario, r))
-            if scenario in NOTES:
-                parts.append("\n" + NOTES[scenario] + "\n")
-    versions = ", ".join(f"{k} {str(v).removeprefix(k + ': ')}" for k, v in m["versions"].items())
-    cpus = any_result.get("cpus", "limit")
-    placement = (
-        f"servers pinned to CPU {any_result.get('server_cpus')}, the load generator to "
-        f"{any_result.get('loadgen_cpus')}"
-        if cpus == "pin"
-        else "nothing pinned; Go servers at GOMAXPROCS=1, the Python ones single-threaded"
-    )
-    parts.append(
-        f"\n## Machine\n\n{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
-        f"{m['kernel']}; {versions}; {placement}.\n"
-    )
+            parts.append(_scenario_section(scenario, results[scenario]))
     # They import this module.
     from bench import admission, nats_clients, operator_scale, presence, publishing
 
     parts.append(admission.section(size))
     parts.append(publishing.section(size))
-    parts.append(nats_clients.section())
+    if "replaying" in results:
+        parts.append(replaying_section(results["replaying"]))
     parts.append(presence.section(size))
+    parts.append(nats_clients.section())
     parts.append(operator_scale.section())
+    parts.append(MEMORY)
     parts.append(OPTIMISATIONS)
-    profiled = RESULTS / f"latest-fanout-profile-{size}.json"
-    if profiled.exists():
-        parts.append(profile_section(json.loads(profiled.read_text())))
+    if "fanout-profile" in results:
+        parts.append(profile_section(results["fanout-profile"]))
+    parts.append(machine_section(any_result))
     parts.append(FOOTER)
-    DOCS.write_text("".join(parts))
-    return DOCS
+    docs.write_text("".join(parts))
+    return docs
+
+
+def machine_section(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    versions = ", ".join(f"{k} {str(v).removeprefix(k + ': ')}" for k, v in m["versions"].items())
+    placement = (
+        f"servers pinned to CPU {result.get('server_cpus')}, the load generator to "
+        f"{result.get('loadgen_cpus')}"
+        if result.get("cpus", "limit") == "pin"
+        else "nothing pinned; Go servers at GOMAXPROCS=1, the Python ones single-threaded"
+    )
+    load = f"; load average at the start {m['load']}" if m.get("load") else ""
+    return (
+        f"\n## Machine\n\n{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
+        f"{m['kernel']}; {versions}; {placement}{load}.\n"
+    )
+
+
+def replaying_section(result: dict[str, Any]) -> str:
+    from bench import replaying
+
+    return REPLAYING.format(table=replaying.table(result), **result)
 
 
 def profile_section(result: dict[str, Any]) -> str:
@@ -586,8 +740,9 @@ def profile_section(result: dict[str, Any]) -> str:
 
 HEADER = """# Performance
 
-This page is written by `python -m bench docs` from the latest full-size
-results in `bench/results/` (edit its text in `bench/report.py`). The numbers
+This page is written by `python -m bench all` (every section from that one
+run, except the two marked as recorded) and can be rewritten from its
+results with `python -m bench docs`; edit its text in `bench/report.py`. The numbers
 come from one two-core machine (below) that other work shared while they were
 taken, so they are noisy: compare systems within a table (same run), and
 treat differences under ~20 % as noise. Where a section says "best of N
@@ -616,9 +771,20 @@ its spread is the finding.
     frame → JetStream (stored) → republish → gateway → WebSocket. The bench
     configuration raises the per-user connection and per-connection
     frame-rate limits; every client has its own user and token.
-  - `neurelay@ed828a2`: the gateway as it was before the optimisations
-    below (git revision ed828a2, run with `--systems neurelay@git:ed828a2`),
-    for before/after numbers in the same run.
+  - `neurelay-batch`: the same gateway, its clients on the
+    `neurelay.v1.json+batch` subprotocol (a frame carries every message
+    waiting for the connection, up to 64 KiB, newline-separated).
+  - `neurelay@git:REV`: the gateway from an earlier git revision, for
+    before/after numbers in the same run (the sections say which).
+  - `neurelay-cluster`: three gateways on a 3-node NATS cluster with
+    JetStream, streams on three replicas, as the e2e data plane runs them;
+    the load generator spreads its connections over the gateways itself
+    (connection i on gateway i mod 3), publishers included.
+  - `centrifugo`: Centrifugo v6.9.1, built with the machine's Go from the Go
+    module proxy into ~/.cache/neurelay/centrifugo; memory engine, HMAC JWT,
+    presence on, clients may subscribe and publish (Centrifugo's JSON
+    protocol: connect with the token, subscribe, publish; publications
+    pushed, several per frame when queued); GOMAXPROCS=1.
   - `socketio`: python-socketio 5 on aiohttp and uvloop
     (`bench/peers/socketio_server.py`); rooms are channels; the JWT is
     verified on connect with the same channel rules; no storage, no
@@ -686,10 +852,57 @@ Idle connections used to cost CPU through the per-user connection lease
 (one key-value compare-and-set per user every `connection_lease_seconds / 3`);
 the table is now written on connect and close only, plus one heartbeat per
 replica (see "Per-user limit at idle").
-Memory per idle connection is mostly aiohttp's per-request state (the
-parsed upgrade request, the handler task and its coroutine frames, the
-WebSocket reader), about 20 KiB before the gateway's own objects.
 """
+
+MEMORY = """
+## Memory per idle connection, and batched frames
+
+The idle table above measures it: the slope of the gateway's RSS over 15,000
+authenticated connections (one user each, token at the upgrade, 1,500 at a
+time). Where the bytes went, from tracemalloc of a gateway holding 1,000 idle
+connections (Python allocations per connection, aiohttp test client, 30 Nov
+2026): 23.1 KB before the changes below, 17.5 KB after all but the last two.
+What was taken out: the outbox's queue and its wake-up event (two deques,
+~1.5 KB) and its writer task (task, coroutine, weak-set entry, ~0.8 KB),
+which now exist only while frames wait; the timer handle per connection for
+the auth/expiry deadline and aiohttp's heartbeat handles (~1 KB), replaced by
+one loop timer over buckets of 0.25 s for every connection
+(`neurelay/gateway/deadlines.py`, which also decides pings); instance dicts
+of Connection and Session (slots); aiohttp's HTTP/1.1 parser, request queue,
+request cache (the query holds a second copy of the token) and the sent
+upgrade headers, kept by aiohttp for the connection's life
+(`neurelay/gateway/trimming.py`); the handshake-deadline middleware's frame,
+now a plain function handing aiohttp the handler's own coroutine for an
+upgrade (`neurelay/gateway/listening.py`); one coroutine frame and the JWT it
+held. Idle CPU fell with the timers. What is left is nearly all aiohttp's
+own per connection (the upgrade request's headers and URL ~3 KB, the
+WebSocketResponse's attribute dict ~1.6 KB, its reader queue and parser
+~1.5 KB, two tasks and their frames ~2.5 KB) and uvloop's transport.
+
+`neurelay-batch` in the fan-out table is the same gateway with its clients
+on `neurelay.v1.json+batch`. Batching does not lift the gateway's own
+ceiling much: it already wrote all of a connection's frames of one
+event-loop pass in one `write`, so frames were never its per-message cost;
+what batching saves is the client's per-frame work. The gateway's cost is
+the Python work per delivery (one `push` per message per subscriber).
+Batching per channel rather than per connection, one joined frame built
+once per pass and written to every subscriber that is up to date, would
+remove that, as NATS does; it is not built.
+"""
+
+REPLAYING = """
+## `last` and `since` on a channel of {retained:,} retained messages
+
+_Run {started}: `python -m bench.replaying --retained {retained} --tries {tries}` ({size})._
+One gateway and its NATS; {retained:,} messages published into one channel
+straight into JetStream with `neurelay.publisher` (batches of 1,000, {fill_seconds} s),
+100 into another. Each row is {tries} WebSocket connections (interleaved
+with the other rows), each timing one `subscribe` from sending it to the
+last replayed message, over loopback. The two `last: 1` rows compare the
+same request on a long and a short history: a cost that grew with the
+channel's history would show as a gap between them.
+
+{table}"""
 
 NOTES = {
     "storm": "All clients start their TCP connect at the same instant; a connection counts once "
@@ -698,6 +911,19 @@ NOTES = {
     "`CONNECT`).",
     "channels": "`user:` messages go round-robin over all users; one `system` message per second "
     "reaches every connection.",
+    "cluster": "The three-gateway table. Each connection subscribes to its own `user:<id>` and "
+    "to `system`; `user:` messages go round-robin over all users through publishers spread "
+    "over the gateways (so most cross from one gateway to another through NATS), one `system` "
+    "message per second (the `+ 1` of the first column) reaches all connections. Latency is "
+    "publish to receipt, end to end (publisher's WebSocket, gateway, JetStream on three "
+    "replicas, the subscriber's gateway, its WebSocket). CPU in cores over each step, per "
+    "gateway process and per NATS node. Everything, the load generator included, shares the "
+    "machine's two cores, so the sum of the CPU columns is bounded by them. One load "
+    "generator process holds every connection: with a hard open-file limit (`ulimit -Hn`) "
+    "below the count it holds fewer, and the table says how many.",
+    "fanout": "`centrifugo` is Centrifugo's own WebSocket server with its JSON protocol and memory "
+    "engine: like `nats`, it packs several queued publications into one frame. Rows missing "
+    "here failed to start or run; the reason is listed above the table when so.",
 }
 
 FOOTER = """
@@ -706,26 +932,24 @@ FOOTER = """
 ```sh
 .venv/bin/pip install -e '.[bench]'     # python-socketio, matplotlib, py-spy
 .venv/bin/python -m bench fanout --size tiny            # a few seconds: it works
-.venv/bin/python -m bench all                           # every scenario, then this page
+.venv/bin/python -m bench all                           # every part, then this page
 .venv/bin/python -m bench docs                          # rewrite this page from bench/results/
 ```
 
-The tables above came from these runs (`neurelay@git:REV` runs the gateway
-from that git revision, extracted under bench/.build/):
-
-```sh
-B=neurelay@git:ed828a2 S=neurelay,neurelay@git:ed828a2,socketio,nats
-.venv/bin/python -m bench fanout --systems $S,ceiling --repeat 2
-.venv/bin/python -m bench storm --systems $S --repeat 2
-.venv/bin/python -m bench streaming --systems $S --repeat 2
-.venv/bin/python -m bench idle --systems $S
-.venv/bin/python -m bench channels --systems $S
-.venv/bin/python -m bench fanout --systems neurelay,$B --subscribers 1000 --profile
-.venv/bin/python -m bench docs
-```
+`python -m bench all` prints its estimate per part at the start (about 35
+minutes on two cores): the scenarios above (fan-out with `neurelay`,
+`neurelay-batch`, `socketio`, `nats`, `centrifugo` and `ceiling`; idle with
+`neurelay`, `socketio`, `nats` and `centrifugo`; channels, streaming and
+storm with `neurelay`, `socketio` and `nats`; the three-gateway cluster),
+the gateway's profile under fan-out to 1,000, then `bench.admission`,
+`bench.publishing`, `bench.presence` and `bench.replaying`. Each part on its
+own: `python -m bench SCENARIO --systems …`, `python -m bench.MODULE --help`.
+`neurelay@git:REV` runs the gateway from that git revision, extracted under
+bench/.build/. The nats-py comparison and the operator's figures are
+recorded (their sections say how to rerun them).
 
 Go 1.22 or newer builds the load generator into `bench/.build/` on first
-use (`GO=/path/to/go` if `go` is not on the PATH). All load goes to
-127.0.0.1; every run is bounded by its scenario's counts and `--time-limit`.
-The whole set takes about an hour on two cores.
+use (`GO=/path/to/go` if `go` is not on the PATH), and Centrifugo into
+~/.cache/neurelay/centrifugo (minutes, once). All load goes to 127.0.0.1;
+every run is bounded by its scenario's counts and `--time-limit`.
 """

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SCENARIOS = ("fanout", "channels", "streaming", "storm", "idle")
+SCENARIOS = ("fanout", "channels", "streaming", "storm", "idle", "cluster")
 PAYLOAD_BYTES = 128  # the bench message body, the same for every system
+CLUSTER_CONNECTIONS = 30_000
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,31 @@ def variants(scenario: str, size: str) -> list[Variant]:
                     "settle_seconds": 2 if full else 0.1,
                     "hold_seconds": 15 if full else 0.2,
                     "connect_concurrency": 64,
+                },
+            )
+        ]
+    if scenario == "cluster":
+        # Spread over three gateways by the load generator (connection i on gateway i mod 3).
+        n = CLUSTER_CONNECTIONS if full else 30
+        return [
+            Variant(
+                key=f"{n}",
+                title=f"{n:,} connections over three gateways on a 3-node NATS cluster, each on "
+                "its own user: channel and on system",
+                config={
+                    "mode": "traffic",
+                    "subscribers": n,
+                    "channels": ["user:u{i}", "system"],
+                    "publishers": 9 if full else 3,
+                    "streams": [
+                        {"channel": "user:u{i}", "count": n, "rate": 300 if full else 10},
+                        {"channel": "system", "count": 1, "rate": 1 if full else 2},
+                    ],
+                    "step_seconds": 5 if full else 0.5,
+                    "ramp_factor": 2,
+                    "max_steps": 3 if full else 1,
+                    "breakdown_p99_ms": 500,
+                    "connect_concurrency": 96,
                 },
             )
         ]

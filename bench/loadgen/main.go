@@ -33,6 +33,7 @@ type Config struct {
 	Mode      string         `json:"mode"` // traffic | storm | idle
 	Protocol  string         `json:"protocol"`
 	URL       string         `json:"url"`
+	URLs      []string       `json:"urls"` // several servers: connection i goes to URLs[i % len]
 	Secret    string         `json:"secret"`
 	NatsToken string         `json:"nats_token"`
 	Pids      map[string]int `json:"pids"`
@@ -82,8 +83,13 @@ func main() {
 		fatal("bad configuration: %v", err)
 	}
 	defaults(&cfg)
-	if !strings.HasPrefix(cfg.URL, "ws://127.0.0.1:") && !strings.HasPrefix(cfg.URL, "ws://localhost:") {
-		fatal("refusing a target that is not on the loopback interface: %s", cfg.URL)
+	if len(cfg.URLs) == 0 {
+		cfg.URLs = []string{cfg.URL}
+	}
+	for _, url := range cfg.URLs {
+		if !strings.HasPrefix(url, "ws://127.0.0.1:") && !strings.HasPrefix(url, "ws://localhost:") {
+			fatal("refusing a target that is not on the loopback interface: %s", url)
+		}
 	}
 	if cfg.TimeLimit > 0 {
 		time.AfterFunc(time.Duration(cfg.TimeLimit*float64(time.Second)), func() {
@@ -136,6 +142,9 @@ func defaults(cfg *Config) {
 	}
 }
 
+// urlFor spreads connections over the servers: connection i goes to server i mod n.
+func (cfg *Config) urlFor(i int) string { return cfg.URLs[i%len(cfg.URLs)] }
+
 func expand(template string, i int) string {
 	return strings.ReplaceAll(template, "{i}", fmt.Sprint(i))
 }
@@ -154,7 +163,7 @@ func connectAll(cfg *Config, n, offset int, prefix string, publisher bool, concu
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				c, err := Dial(cfg, fmt.Sprintf("%s%d", prefix, offset+i), publisher, rec, ctr)
+				c, err := Dial(cfg, cfg.urlFor(offset+i), fmt.Sprintf("%s%d", prefix, offset+i), publisher, rec, ctr)
 				if err != nil {
 					failed.Add(1)
 					errMu.Lock()
@@ -466,7 +475,7 @@ func storm(cfg *Config) {
 			ready.Done()
 			<-gate
 			t0 := rec.Now()
-			c, err := Dial(cfg, fmt.Sprintf("u%d", i), false, rec, ctr)
+			c, err := Dial(cfg, cfg.urlFor(i), fmt.Sprintf("u%d", i), false, rec, ctr)
 			t1 := rec.Now()
 			if err != nil {
 				failed.Add(1)

@@ -24,6 +24,8 @@ import (
 //   neurelay-batch  the same in neurelay.v1.json+batch: a frame may hold several, one per line
 //   socketio  Engine.IO 4 / Socket.IO 5 over a WebSocket (no polling)
 //   nats      the NATS text protocol over NATS's WebSocket listener
+//   centrifugo  Centrifugo's JSON protocol (connect with a token, subscribe, publish; a
+//               frame may hold several replies or pushes, one per line)
 
 var (
 	tsKey = []byte(`"ts"`)
@@ -46,12 +48,11 @@ type Conn struct {
 	rec     *Recorder
 	ctr     *Counters
 	closing atomic.Bool
-	buf     []byte // NATS stream parser buffer
+	buf     []byte       // NATS stream parser buffer
+	nextID  atomic.Int64 // Centrifugo command ids
 }
 
 func mintToken(secret, sub string, publish bool) string {
-	enc := base64.RawURLEncoding
-	header := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
 	claims := map[string]any{
 		"sub":      sub,
 		"exp":      time.Now().Add(2 * time.Hour).Unix(),
@@ -60,6 +61,18 @@ func mintToken(secret, sub string, publish bool) string {
 	if publish {
 		claims["publish"] = []string{"*"}
 	}
+	return signToken(secret, claims)
+}
+
+// centrifugoToken is a connection token without a `channels` claim: Centrifugo would
+// subscribe the connection to the channels listed there on the server side.
+func centrifugoToken(secret, sub string) string {
+	return signToken(secret, map[string]any{"sub": sub, "exp": time.Now().Add(2 * time.Hour).Unix()})
+}
+
+func signToken(secret string, claims map[string]any) string {
+	enc := base64.RawURLEncoding
+	header := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
 	body, _ := json.Marshal(claims)
 	signing := header + "." + enc.EncodeToString(body)
 	mac := hmac.New(sha256.New, []byte(secret))
@@ -89,7 +102,7 @@ var (
 )
 
 // Dial connects and authenticates; the returned Conn is reading.
-func Dial(cfg *Config, user string, publisher bool, rec *Recorder, ctr *Counters) (*Conn, error) {
+func Dial(cfg *Config, url, user string, publisher bool, rec *Recorder, ctr *Counters) (*Conn, error) {
 	c := &Conn{proto: cfg.Protocol, acks: make(chan error, 64), rec: rec, ctr: ctr}
 	var err error
 	switch cfg.Protocol {
@@ -99,7 +112,7 @@ func Dial(cfg *Config, user string, publisher bool, rec *Recorder, ctr *Counters
 		if cfg.Protocol == "neurelay-batch" {
 			dialer = neurelayBatchDialer
 		}
-		c.ws, _, err = dialer.Dial(cfg.URL+"?token="+token, nil)
+		c.ws, _, err = dialer.Dial(url+"?token="+token, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +128,7 @@ func Dial(cfg *Config, user string, publisher bool, rec *Recorder, ctr *Counters
 		})
 	case "socketio":
 		token := mintToken(cfg.Secret, user, publisher)
-		c.ws, _, err = plainDialer.Dial(cfg.URL, nil)
+		c.ws, _, err = plainDialer.Dial(url, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -141,7 +154,7 @@ func Dial(cfg *Config, user string, publisher bool, rec *Recorder, ctr *Counters
 			})
 		}
 	case "nats":
-		c.ws, _, err = plainDialer.Dial(cfg.URL, nil)
+		c.ws, _, err = plainDialer.Dial(url, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -165,6 +178,26 @@ func Dial(cfg *Config, user string, publisher bool, rec *Recorder, ctr *Counters
 				}
 				if bytes.HasPrefix(b, []byte("-ERR")) {
 					return false, fmt.Errorf("nats refused: %s", clip(b))
+				}
+				return false, nil
+			})
+		}
+	case "centrifugo":
+		c.ws, _, err = plainDialer.Dial(url, nil)
+		if err != nil {
+			return nil, err
+		}
+		connect, _ := json.Marshal(map[string]any{
+			"id": c.nextID.Add(1), "connect": map[string]any{"token": centrifugoToken(cfg.Secret, user), "name": "go-bench"},
+		})
+		err = c.write(connect)
+		if err == nil {
+			err = c.expect(func(b []byte) (bool, error) {
+				switch {
+				case bytes.Contains(b, []byte(`"connect":`)):
+					return true, nil
+				case bytes.Contains(b, []byte(`"error":`)):
+					return false, fmt.Errorf("centrifugo refused: %s", clip(b))
 				}
 				return false, nil
 			})
@@ -248,6 +281,12 @@ func (c *Conn) Subscribe(channels []string, timeout time.Duration) error {
 			}
 		case "nats":
 			fmt.Fprintf(&out, "SUB %s %d\r\n", natsSubject(ch), i+1)
+		case "centrifugo":
+			out.Reset()
+			fmt.Fprintf(&out, `{"id":%d,"subscribe":{"channel":%q}}`, c.nextID.Add(1), ch)
+			if err := c.write(out.Bytes()); err != nil {
+				return err
+			}
 		}
 	}
 	if c.proto == "nats" {
@@ -287,6 +326,14 @@ func (c *Conn) Publish(scratch *bytes.Buffer, channel string, payload []byte) er
 		scratch.WriteString(`","payload":`)
 		scratch.Write(payload)
 		scratch.WriteString(`}]`)
+	case "centrifugo":
+		scratch.WriteString(`{"id":`)
+		scratch.WriteString(strconv.FormatInt(c.nextID.Add(1), 10))
+		scratch.WriteString(`,"publish":{"channel":"`)
+		scratch.WriteString(channel)
+		scratch.WriteString(`","data":`)
+		scratch.Write(payload)
+		scratch.WriteString(`}}`)
 	case "nats":
 		scratch.WriteString("PUB ")
 		scratch.WriteString(natsSubject(channel))
@@ -336,15 +383,9 @@ func (c *Conn) readLoop() {
 		case "neurelay":
 			c.onNeurelay(buf)
 		case "neurelay-batch":
-			for rest := buf; len(rest) > 0; {
-				line := rest
-				if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-					line, rest = rest[:i], rest[i+1:]
-				} else {
-					rest = nil
-				}
-				c.onNeurelay(line)
-			}
+			eachLine(buf, c.onNeurelay)
+		case "centrifugo":
+			eachLine(buf, c.onCentrifugo)
 		case "socketio":
 			c.onSocketIO(buf)
 		case "nats":
@@ -378,6 +419,37 @@ func (c *Conn) onNeurelay(b []byte) {
 		if f.ID != nil {
 			c.fail(errors.New(f.Code + ": " + f.Message))
 		}
+	}
+}
+
+// eachLine calls on for every newline-separated part of a frame.
+func eachLine(frame []byte, on func([]byte)) {
+	for rest := frame; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		on(line)
+	}
+}
+
+// onCentrifugo handles one reply or push: a publication, a subscribe reply, an
+// error, or the server's ping (an empty object), answered with an empty command.
+func (c *Conn) onCentrifugo(b []byte) {
+	if c.rec.Observe(b) {
+		return
+	}
+	switch {
+	case bytes.Equal(b, []byte("{}")):
+		c.write([]byte("{}"))
+	case bytes.Contains(b, []byte(`"error":`)):
+		c.ctr.errorFrames.Add(1)
+		c.ctr.lastError.Store(clip(b))
+		c.fail(fmt.Errorf("centrifugo error: %s", clip(b)))
+	case bytes.Contains(b, []byte(`"subscribe":`)):
+		c.fail(nil)
 	}
 }
 
