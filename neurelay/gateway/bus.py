@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -35,7 +35,7 @@ from neurelay.errors import BusError, BusUnavailable
 from neurelay.gateway import replaying
 from neurelay.gateway.replaying import History
 from neurelay.jetstream.errors import NATS_ERRORS, bus_error, mapped
-from neurelay.jetstream.publishing import AckedPublishing
+from neurelay.jetstream.publishing import AckedPublishing, AckReceiver
 from neurelay.jetstream.streams import desired_stream
 from neurelay.jetstream.syncing import sync_stream
 from neurelay.protocol.channels import Channel, live_subject, stored_subject
@@ -166,20 +166,27 @@ class Bus:
         return 0 if self._acks is None else self._acks.in_flight
 
     async def publish(
-        self, channel: Channel, body: bytes, message_key: str | None, keeps_history: bool
-    ) -> tuple[int, bool]:
-        """Publish; returns (sequence, duplicate). Sequence 0: not retained (core NATS)."""
+        self,
+        channel: Channel,
+        body: bytes,
+        message_key: str | None,
+        keeps_history: bool,
+        receiver: AckReceiver,
+        key: Any,
+    ) -> None:
+        """Write one message now, in call order; `receiver.settle(key, ...)` is told its
+        outcome once: (sequence, duplicate), sequence 0 when not retained (core NATS), or
+        the BusError. Raises BusError when it cannot be written (then it is told nothing)."""
         nc = self._client()
         if not keeps_history:
             with mapped("publish failed"):
                 await nc.publish(live_subject(self.prefix, channel), body)
-            return 0, False
+            receiver.settle(key, (0, False))
+            return
         if self._acks is None:
             raise BusUnavailable("NATS is not connected")
-        # Written now, in call order; the ack is awaited with every other publish in flight.
         headers = {"Nats-Msg-Id": message_key} if message_key else None
-        ack = await self._acks.publish(stored_subject(self.prefix, channel), body, headers)
-        return await ack
+        await self._acks.send(stored_subject(self.prefix, channel), body, headers, receiver, key)
 
     # -- following ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from neurelay.errors import ProtocolError
 from neurelay.gateway.deadlines import DEAD, PING, Heartbeat, deadlines
 from neurelay.gateway.masking import WebSocketResponse
 from neurelay.gateway.outbox import Outbox
+from neurelay.gateway.replying import MAX_HELD, Replies
 from neurelay.gateway.runtime import Gateway
 from neurelay.gateway.session import (
     Action,
@@ -140,6 +141,7 @@ class Connection:
     __slots__ = (
         "_closing",
         "_deadlines",
+        "_replies",
         "admitted_user",
         "gateway",
         "heartbeat",
@@ -165,6 +167,7 @@ class Connection:
         self._deadlines = deadlines()
         self.heartbeat = Heartbeat(gateway.live.config.limits.heartbeat_seconds, time.time())
         self._closing: asyncio.Task[None] | None = None
+        self._replies: Replies | None = None
 
     async def cleanup(self) -> None:
         gateway = self.gateway
@@ -191,12 +194,20 @@ class Connection:
 
     async def execute(self, actions: list[Action]) -> None:
         for action in actions:
+            if isinstance(action, PublishMessage):
+                await self._publish(action)
+                continue
             if isinstance(action, Send):
-                self._send(action.frame)
-            elif isinstance(action, Close):
+                self._reply(action.frame)
+                continue
+            # What follows must not overtake the publishes before it: their replies go first.
+            replies = self._replies
+            if replies is not None and replies.held:
+                await replies.below(1)
+            if isinstance(action, Close):
                 await self.close(action.code, action.reason)
                 return
-            elif isinstance(action, Admit):
+            if isinstance(action, Admit):
                 granted = await self.acquire(action)
                 await self.execute(
                     self.session.admitted(action.principal, granted, action.frame_id)
@@ -207,10 +218,8 @@ class Connection:
                 await self.gateway.unfollow(self.outbox, action.channel, self.id)
                 if action.reply:
                     self._send(frames.unsubscribed(action.channel.name, action.frame_id))
-            elif isinstance(action, QueryPresence):
-                await self._presence(action)
             else:
-                await self._publish(action)
+                await self._presence(action)
 
     async def act(self, actions: list[Action]) -> None:
         """Carry out what the server API asked of this connection (from another task)."""
@@ -260,18 +269,30 @@ class Connection:
             frame = frames.error_from(e)
         self._send(frame)
 
+    def _reply(self, frame: dict[str, Any]) -> None:
+        """Send a reply behind the replies of the publishes still in flight."""
+        if self._replies is None:
+            self._send(frame)
+        else:
+            self._replies.send(frame)
+
     async def _publish(self, action: PublishMessage) -> None:
         principal = self.session.principal
         assert principal is not None  # the session only publishes for an authenticated user
+        replies = self._replies
+        if replies is None:
+            # Made at the first publish: a connection that only listens never holds one.
+            replies = self._replies = Replies(self._send)
+        elif replies.held >= MAX_HELD:
+            await replies.below(MAX_HELD)
         channel = action.channel
-        try:
-            seq, duplicate = await self.gateway.publish(
-                principal.user, channel, action.payload, action.frame_id
-            )
-        except ProtocolError as e:
-            self._send(frames.error_from(e))
-            return
-        self._send(frames.published(channel.name, seq, action.frame_id, duplicate=duplicate))
+        await self.gateway.publish(
+            principal.user,
+            channel,
+            action.payload,
+            action.frame_id,
+            replies.expect(channel, action.frame_id),
+        )
 
     # -- deadlines and closing ---------------------------------------------------------------
 

@@ -83,10 +83,12 @@ async def _publish_body(request: web.Request, principal: Principal, limit: int) 
         )
     frame = frames.parse_client_frame({**decoded, "type": "publish"})
     assert isinstance(frame, frames.Publish)
-    seq, duplicate = await gateway.publish_request(principal, frame, size)
-    return web.json_response(
-        {"channel": frame.channel.name, "seq": seq, "id": frame.id, "duplicate": duplicate}
-    )
+    outcome = _Outcomes(1)
+    await gateway.publish_request(principal, frame, size, outcome.expect(0, frame))
+    await outcome.all_told()
+    if outcome.refusals[0] is not None:
+        raise outcome.refusals[0]
+    return web.json_response(outcome.results[0])
 
 
 async def _publish_batch(
@@ -120,21 +122,66 @@ async def _publish_batch(
     # The first message was counted before the body was read.
     gateway.spend_publishes(principal, len(batch) - 1)
 
-    async def one(frame: frames.Publish, size: int) -> dict[str, object]:
-        answer: dict[str, object] = {"channel": frame.channel.name, "id": frame.id}
-        try:
-            seq, duplicate = await gateway.publish_request(principal, frame, size)
-        except ProtocolError as e:
-            return {**answer, "code": e.code.value, "message": e.message}
-        return {**answer, "seq": seq, "duplicate": duplicate}
-
-    # Tasks start in order and each writes its message before it first waits: NATS gets
-    # them in the batch's order, and a window's acks are awaited together.
+    # Each message is written before the next, in the batch's order; a window's acks are
+    # awaited together.
     results: list[dict[str, object]] = []
     for start in range(0, len(batch), WINDOW):
         window = batch[start : start + WINDOW]
-        results.extend(await asyncio.gather(*(one(frame, size) for frame, size in window)))
+        outcomes = _Outcomes(len(window))
+        for index, (frame, size) in enumerate(window):
+            publication = outcomes.expect(index, frame)
+            try:
+                await gateway.publish_request(principal, frame, size, publication)
+            except ProtocolError as e:
+                publication.refused(e)
+        await outcomes.all_told()
+        results.extend(outcomes.results)
     return web.json_response({"results": results})
+
+
+class _Outcome:
+    """One message of a request in flight (a `runtime.Publication`)."""
+
+    __slots__ = ("_outcomes", "channel", "index", "message_id")
+
+    def __init__(self, outcomes: _Outcomes, index: int, frame: frames.Publish) -> None:
+        self._outcomes = outcomes
+        self.index = index
+        self.channel = frame.channel
+        self.message_id = frame.id
+
+    def published(self, seq: int, duplicate: bool) -> None:
+        result = {"channel": self.channel.name, "seq": seq, "id": self.message_id}
+        self._outcomes.told(self.index, {**result, "duplicate": duplicate}, None)
+
+    def refused(self, error: ProtocolError) -> None:
+        result = {"channel": self.channel.name, "id": self.message_id}
+        self._outcomes.told(self.index, {**result, "code": error.code.value}, error)
+
+
+class _Outcomes:
+    """The results of messages published together, and one future for the last of them."""
+
+    def __init__(self, count: int) -> None:
+        self.results: list[dict[str, object]] = [{}] * count
+        self.refusals: list[ProtocolError | None] = [None] * count
+        self._untold = count
+        self._all_told = asyncio.get_running_loop().create_future()
+
+    def expect(self, index: int, frame: frames.Publish) -> _Outcome:
+        return _Outcome(self, index, frame)
+
+    def told(self, index: int, result: dict[str, object], error: ProtocolError | None) -> None:
+        if error is not None:
+            result["message"] = error.message
+        self.results[index] = result
+        self.refusals[index] = error
+        self._untold -= 1
+        if self._untold == 0:
+            self._all_told.set_result(None)
+
+    async def all_told(self) -> None:
+        await self._all_told
 
 
 async def history(request: web.Request) -> web.Response:

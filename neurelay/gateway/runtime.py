@@ -45,6 +45,7 @@ from neurelay.gateway.session import Action, Session
 from neurelay.gateway.settings import LiveSettings
 from neurelay.gateway.throttling import RequestThrottle
 from neurelay.gateway.tracking import Tracker
+from neurelay.jetstream.publishing import Ack
 from neurelay.protocol import frames
 from neurelay.protocol.channels import Channel
 from neurelay.protocol.codes import CloseCode, ErrorCode
@@ -60,6 +61,38 @@ class Client(Protocol):
     async def close(self, code: CloseCode, reason: str) -> None: ...
 
     async def act(self, actions: list[Action]) -> None: ...
+
+
+class Publication(Protocol):
+    """A publish in flight, told once whether JetStream stored it."""
+
+    channel: Channel
+    message_id: FrameId | None
+
+    def published(self, seq: int, duplicate: bool) -> None: ...
+
+    def refused(self, error: ProtocolError) -> None: ...
+
+
+class _Outcomes:
+    """Turns the bus's acks into what a `Publication` is told, counting the stored ones."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._counters: dict[str, Any] = {}
+
+    def settle(self, key: Any, outcome: Ack | BusError) -> None:
+        answer: Publication = key
+        channel = answer.channel
+        if isinstance(outcome, BusError):
+            answer.refused(_refusal(outcome, "not published", channel, answer.message_id))
+            return
+        counter = self._counters.get(channel.namespace)
+        if counter is None:
+            counter = self._metrics.messages_in.labels(channel.namespace)
+            self._counters[channel.namespace] = counter
+        counter.inc()
+        answer.published(*outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +132,7 @@ class Gateway:
         self._requests = RequestThrottle()
         self._publishes = RequestThrottle()
         self._http_publishes = Budget()
+        self._outcomes = _Outcomes(self.metrics)
         self.replica = self.registry.replica
         self.tracker = Tracker(
             self.bus,
@@ -281,26 +315,35 @@ class Gateway:
         await self.tracker.disconnected(connection)
 
     async def publish(
-        self, user: str, channel: Channel, payload: Any, message_id: FrameId | None
-    ) -> tuple[int, bool]:
-        """Publish for `user`; returns (seq, duplicate) or raises ProtocolError."""
+        self,
+        user: str,
+        channel: Channel,
+        payload: Any,
+        message_id: FrameId | None,
+        answer: Publication,
+    ) -> None:
+        """Publish for `user` now, in call order, without waiting for JetStream's ack:
+        `answer` is told the outcome once, when the ack (or the refusal) comes."""
         namespace = self.live.config.namespaces[channel.namespace]
         body = envelopes.encode(payload, message_id, int(time.time() * 1000), user)
         try:
-            seq, duplicate = await self.bus.publish(
-                channel, body, envelopes.dedup_key(user, message_id), namespace.keeps_history
+            await self.bus.publish(
+                channel,
+                body,
+                envelopes.dedup_key(user, message_id),
+                namespace.keeps_history,
+                self._outcomes,
+                answer,
             )
         except BusError as e:
-            raise _refusal(e, "not published", channel, message_id) from e
-        self.metrics.messages_in.labels(channel.namespace).inc()
-        return seq, duplicate
+            answer.refused(_refusal(e, "not published", channel, message_id))
 
     async def publish_request(
-        self, principal: auth.Principal, frame: frames.Publish, size: int
-    ) -> tuple[int, bool]:
+        self, principal: auth.Principal, frame: frames.Publish, size: int, answer: Publication
+    ) -> None:
         """Authorize and publish a request that did not come through a `Session`."""
         authorize_publish(self.live, principal, frame.channel, size)
-        return await self.publish(principal.user, frame.channel, frame.payload, frame.id)
+        await self.publish(principal.user, frame.channel, frame.payload, frame.id, answer)
 
     def history_depth(self, principal: auth.Principal, channel: Channel) -> int:
         """Authorize reading `channel`'s history; the most messages one read returns."""

@@ -4,11 +4,13 @@ nats-py's `JetStream.publish` is a request per message: a fresh future, a
 reply subscription token, an `asyncio.wait_for` task and a dataclass parse of
 the ack. `AckedPublishing` instead subscribes once to a wildcard inbox,
 writes each message with its own reply subject without waiting, and matches
-acks to futures by their reply token (parsed with orjson). Many publishes are
-then in flight at once, the writes coalesce into few socket writes, and an
-awaiting caller costs one future. A publish not acked within the timeout
-fails with `BusUnavailable` (its message may or may not be stored: publish
-again with the same `Nats-Msg-Id` and JetStream de-duplicates it).
+acks by their reply token (parsed with orjson) to whoever is told the
+outcome: an `AckReceiver` called once per message (`send`, no future, no
+task), or a future (`publish`). Many publishes are then in flight at once and
+the writes coalesce into few socket writes. One timer, not one per message,
+fails a publish not acked within the timeout with `BusUnavailable` (its
+message may or may not be stored: publish again with the same `Nats-Msg-Id`
+and JetStream de-duplicates it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import itertools
 import secrets
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 import orjson
 from nats.aio.client import Client as NatsClient
@@ -30,6 +33,28 @@ from neurelay.jetstream.errors import NATS_ERRORS, bus_error
 Ack = tuple[int, bool]  # (stream sequence, duplicate)
 
 
+class AckReceiver(Protocol):
+    """Told the outcome of each publish it sent, once: its ack, or the error instead."""
+
+    def settle(self, key: Any, outcome: Ack | BusError) -> None: ...
+
+
+class _Futures:
+    """The receiver behind `AckedPublishing.publish`: the key is the future to resolve."""
+
+    def settle(self, key: Any, outcome: Ack | BusError) -> None:
+        future: asyncio.Future[Ack] = key
+        if future.done():
+            return
+        if isinstance(outcome, BusError):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+_FUTURES = _Futures()
+
+
 class AckedPublishing:
     """Pipelined JetStream publishes on `nc`; one instance per connection."""
 
@@ -38,7 +63,9 @@ class AckedPublishing:
         self.timeout = timeout
         self._prefix = f"_INBOX.{secrets.token_hex(8)}."
         self._tokens = itertools.count(1)
-        self._pending: dict[bytes, tuple[asyncio.Future[Ack], asyncio.TimerHandle]] = {}
+        # In write order, so the oldest (the first to expire) comes first.
+        self._pending: dict[str, tuple[AckReceiver, Any, float]] = {}
+        self._expiry: asyncio.TimerHandle | None = None
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
@@ -57,61 +84,77 @@ class AckedPublishing:
             with contextlib.suppress(*NATS_ERRORS):
                 await self._subscription.unsubscribe()
             self._subscription = None
-        for future, timer in self._pending.values():
-            timer.cancel()
-            if not future.done():
-                future.set_exception(BusUnavailable("publish failed: publisher closed"))
-        self._pending.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        pending, self._pending = self._pending, {}
+        for receiver, key, _ in pending.values():
+            receiver.settle(key, BusUnavailable("publish failed: publisher closed"))
 
     @property
     def in_flight(self) -> int:
         return len(self._pending)
 
-    async def publish(
-        self, subject: str, body: bytes, headers: Mapping[str, str] | None = None
-    ) -> asyncio.Future[Ack]:
-        """Write one message; returns the future of its ack (await it to learn the seq)."""
+    async def send(
+        self,
+        subject: str,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+        receiver: AckReceiver,
+        key: Any,
+    ) -> None:
+        """Write one message; `receiver.settle(key, ...)` is called once with its outcome.
+
+        Raises BusError when the message cannot be written (then `settle` is never called).
+        """
         if self._subscription is None:
             raise BusUnavailable("publish failed: acks are not being received")
         if len(body) > self._nc.max_payload:
             raise PayloadTooLarge("publish failed: the message exceeds the NATS max_payload")
-        token = b"%x" % next(self._tokens)
+        token = f"{next(self._tokens):x}"
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Ack] = loop.create_future()
-        timer = loop.call_later(self.timeout, self._expire, token)
-        self._pending[token] = (future, timer)
+        deadline = loop.time() + self.timeout
+        self._pending[token] = (receiver, key, deadline)
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire)
         try:
             await self._nc.publish(
                 subject,
                 body,
-                reply=self._prefix + token.decode(),
+                reply=self._prefix + token,
                 headers=dict(headers) if headers else None,
             )
         except NATS_ERRORS as e:
-            self._forget(token)
+            self._pending.pop(token, None)
             raise bus_error(e, "publish failed") from e
+
+    async def publish(
+        self, subject: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> asyncio.Future[Ack]:
+        """Write one message; returns the future of its ack (await it to learn the seq)."""
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        await self.send(subject, body, headers, _FUTURES, future)
         return future
 
-    def _forget(self, token: bytes) -> tuple[asyncio.Future[Ack], asyncio.TimerHandle] | None:
-        entry = self._pending.pop(token, None)
-        if entry is not None:
-            entry[1].cancel()
-        return entry
-
-    def _expire(self, token: bytes) -> None:
-        entry = self._pending.pop(token, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(BusUnavailable("publish failed: no ack in time"))
+    def _expire(self) -> None:
+        """Fail the publishes past their deadline; come back at the next one's."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = []
+        for token, (_, _, deadline) in self._pending.items():
+            if deadline > now:
+                self._expiry = loop.call_at(deadline, self._expire)
+                break
+            expired.append(token)
+        for token in expired:
+            receiver, key, _ = self._pending.pop(token)
+            receiver.settle(key, BusUnavailable("publish failed: no ack in time"))
 
     async def _on_ack(self, msg: Msg) -> None:
-        entry = self._forget(msg.subject[len(self._prefix) :].encode())
-        if entry is None or entry[0].done():
-            return
-        outcome = _outcome(msg)
-        if isinstance(outcome, BusError):
-            entry[0].set_exception(outcome)
-        else:
-            entry[0].set_result(outcome)
+        entry = self._pending.pop(msg.subject[len(self._prefix) :], None)
+        if entry is not None:
+            entry[0].settle(entry[1], _outcome(msg))
 
 
 def _outcome(msg: Msg) -> Ack | BusError:

@@ -1,4 +1,4 @@
-"""A loopback TCP proxy whose link can be cut and restored, to make network blips on demand."""
+"""A loopback TCP proxy whose link can be cut and restored, or its replies held, on demand."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ class TcpProxy:
         self.cut_off = False
         self.bytes_down = 0  # bytes passed from the target back to the clients
         self._cut_at: int | None = None
+        self._down_open = asyncio.Event()
+        self._down_open.set()
 
     async def start(self) -> None:
         """Listen (again, on the same port after `stop`)."""
@@ -46,6 +48,8 @@ class TcpProxy:
     ) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await source.read(65536):
+                if down:
+                    await self._down_open.wait()
                 sink.write(data)
                 if down:
                     self.bytes_down += len(data)
@@ -60,6 +64,13 @@ class TcpProxy:
     def cut_after(self, size: int) -> None:
         """Drop every link once `size` more bytes have come back from the target."""
         self._cut_at = self.bytes_down + size
+
+    def hold_down(self) -> None:
+        """Keep what the target sends back in the proxy (the links stay up) until released."""
+        self._down_open.clear()
+
+    def release_down(self) -> None:
+        self._down_open.set()
 
     def cut(self) -> None:
         """Drop every link and refuse new ones until `restore`."""
