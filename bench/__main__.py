@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.driver import Progress, build_loadgen, run_loadgen
+from bench.driver import Progress, build_loadgen, run_loadgens
 from bench.scenarios import PAYLOAD_BYTES, SCENARIOS, variants
 from bench.systems import NATS_TOKEN, SECRET, make_system
 
@@ -155,23 +155,26 @@ def scenario_systems(scenario: str, asked: str | None) -> list[str]:
     return systems
 
 
-def fit_open_files(config: dict[str, Any], progress: Progress) -> None:
-    """One load generator holds every connection: fewer if its open-file limit is lower."""
+def fit_open_files(config: dict[str, Any], progress: Progress) -> int:
+    """How many load generators a load needs: one holds every connection unless its open-file
+    limit is lower; then a traffic load is shared by several, other loads hold fewer."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    wanted = config["subscribers"] + config.get("publishers", 0) + 200
-    if hard != resource.RLIM_INFINITY and wanted > hard:
-        fitted = hard - config.get("publishers", 0) - 200
+    room = hard - config.get("publishers", 0) - 200
+    if hard == resource.RLIM_INFINITY or config["subscribers"] <= room:
+        return 1
+    if config["mode"] == "traffic":
+        processes = -(-config["subscribers"] // room)
         progress.line(
-            f"open-file limit {hard} (ulimit -Hn): {fitted:,} connections instead of "
-            f"{config['subscribers']:,}; raise the hard limit for the whole count"
+            f"open-file limit {hard} (ulimit -Hn): {config['subscribers']:,} connections "
+            f"over {processes} load generators"
         )
-        config["subscribers"] = fitted
-        config["streams"] = [
-            dict(stream, count=min(stream["count"], fitted))
-            if "{i}" in stream["channel"]
-            else stream
-            for stream in config.get("streams", [])
-        ]
+        return processes
+    progress.line(
+        f"open-file limit {hard} (ulimit -Hn): {room:,} connections instead of "
+        f"{config['subscribers']:,}; raise the hard limit for the whole count"
+    )
+    config["subscribers"] = room
+    return 1
 
 
 def run_scenario(scenario: str, args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -222,12 +225,15 @@ def run_scenario(scenario: str, args: argparse.Namespace, progress: Progress) ->
                         payload_bytes=PAYLOAD_BYTES,
                         time_limit_seconds=args.time_limit,
                     )
-                    fit_open_files(config, progress)
+                    processes = config.pop("processes", 1)
+                    processes = max(processes, fit_open_files(config, progress))
                     if args.profile and "gateway" in system.pids:
                         report.RESULTS.mkdir(exist_ok=True)
                         profiler = start_profiler(system.pids["gateway"], profile_path)
                     try:
-                        events = run_loadgen(binary, config, loadgen_cpus, label, progress)
+                        events = run_loadgens(
+                            binary, config, processes, loadgen_cpus, label, progress
+                        )
                     finally:
                         profile = stop_profiler(profiler, profile_path)
                 run: dict[str, Any] = {

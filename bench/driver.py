@@ -161,3 +161,99 @@ def run_loadgen(
         message = errors[0]["message"] if errors else f"exit {process.returncode}: {stderr}"
         raise RuntimeError(f"load generator failed ({label}): {message}")
     return events
+
+
+def split_config(config: dict[str, Any], processes: int) -> list[dict[str, Any]]:
+    """A traffic load shared by `processes` load generators (when one may not open enough
+    sockets): each holds a slice of the users and publishes to them at its share of the
+    per-user rate; the first alone publishes the streams every user follows (`system`)."""
+    n, epoch = config["subscribers"], time.time_ns() // 1000
+    parts = []
+    for k in range(processes):
+        first, last = n * k // processes, n * (k + 1) // processes
+        streams = []
+        for stream in config["streams"]:
+            if "{i}" in stream["channel"]:
+                share = (last - first) / n
+                streams.append(dict(stream, count=last - first, rate=stream["rate"] * share))
+            elif k == 0:
+                streams.append(stream)
+        parts.append(
+            dict(
+                config,
+                subscribers=last - first,
+                user_offset=first,
+                origin=k,
+                epoch_unix_us=epoch,
+                publishers=max(1, config.get("publishers", 1) // processes),
+                streams=streams,
+            )
+        )
+    return parts
+
+
+def merge_events(
+    parts: list[list[dict[str, Any]]], shared_rates: list[float]
+) -> list[dict[str, Any]]:
+    """One traffic run's events from those of the load generators that shared it: rates and
+    counts add up; latency percentiles are the worst process's (a bound, not a merge); CPU
+    and memory are the first's (every process samples the same servers). `shared_rates` are
+    the rates of the streams every user follows, published by the first process only."""
+    first = parts[0]
+
+    def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+        return [e for e in events if e["event"] == kind]
+
+    setups = [of(events, "setup")[0] for events in parts]
+    setup = dict(setups[0])
+    for key in ("connections", "connections_per_s", "subscriptions_per_s"):
+        setup[key] = sum(s[key] for s in setups)
+    setup["processes"] = len(parts)
+    others = sum(s["connections"] for s in setups[1:])
+    merged: list[dict[str, Any]] = [e for e in first if e["event"] == "start"] + [setup]
+    steps = [of(events, "step") for events in parts]
+    for index in range(min(len(s) for s in steps)):
+        each = [s[index] for s in steps]
+        step = dict(each[0])
+        for key in ("offered_msgs_per_s", "published_msgs_per_s", "deliveries_per_s"):
+            step[key] = sum(e[key] for e in each)
+        for key in ("expected", "received", "lost", "publish_errors", "disconnects"):
+            step[key] = sum(e[key] for e in each)
+        step["offered_deliveries_per_s"] = (
+            sum(e["offered_deliveries_per_s"] for e in each) + sum(shared_rates) * others
+        )
+        step["latency_ms"] = {
+            q: max(e["latency_ms"][q] for e in each) for q in each[0]["latency_ms"]
+        }
+        step["breakdown"] = any(e["breakdown"] for e in each)
+        step["stream_rates"] = [
+            sum(e["stream_rates"][0] for e in each),
+            *each[0]["stream_rates"][1:],
+        ]
+        merged.append(step)
+    merged += [e for e in first if e["event"] == "done"]
+    return merged
+
+
+def run_loadgens(
+    binary: Path,
+    config: dict[str, Any],
+    processes: int,
+    cpus: set[int] | None,
+    label: str,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """Run a traffic load over `processes` load generators at once; their merged events."""
+    if processes <= 1:
+        return run_loadgen(binary, config, cpus, label, progress)
+    import concurrent.futures
+
+    parts = split_config(config, processes)
+    shared = [s["rate"] for s in config["streams"] if "{i}" not in s["channel"]]
+    with concurrent.futures.ThreadPoolExecutor(processes) as pool:
+        futures = [
+            pool.submit(run_loadgen, binary, part, cpus, f"{label} {k + 1}/{processes}", progress)
+            for k, part in enumerate(parts)
+        ]
+        events = [f.result() for f in futures]
+    return merge_events(events, shared)

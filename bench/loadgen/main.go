@@ -30,13 +30,20 @@ type Stream struct {
 }
 
 type Config struct {
-	Mode      string         `json:"mode"` // traffic | storm | idle
-	Protocol  string         `json:"protocol"`
-	URL       string         `json:"url"`
-	URLs      []string       `json:"urls"` // several servers: connection i goes to URLs[i % len]
-	Secret    string         `json:"secret"`
-	NatsToken string         `json:"nats_token"`
-	Pids      map[string]int `json:"pids"`
+	Mode     string   `json:"mode"` // traffic | storm | idle
+	Protocol string   `json:"protocol"`
+	URL      string   `json:"url"`
+	URLs     []string `json:"urls"` // several servers: connection i goes to URLs[i % len]
+
+	// One of several load generators sharing a load (an open-file limit below the
+	// connections): its users start at UserOffset, the messages it publishes carry
+	// Origin, and every process measures time from the same wall-clock Epoch.
+	UserOffset  int            `json:"user_offset"`
+	Origin      int            `json:"origin"`
+	EpochMicros int64          `json:"epoch_unix_us"`
+	Secret      string         `json:"secret"`
+	NatsToken   string         `json:"nats_token"`
+	Pids        map[string]int `json:"pids"`
 
 	Subscribers        int      `json:"subscribers"`
 	Channels           []string `json:"channels"` // per subscriber; {i} is its index, user u{i}
@@ -145,6 +152,9 @@ func defaults(cfg *Config) {
 // urlFor spreads connections over the servers: connection i goes to server i mod n.
 func (cfg *Config) urlFor(i int) string { return cfg.URLs[i%len(cfg.URLs)] }
 
+// user expands a per-user template for this process's i-th user.
+func (cfg *Config) user(template string, i int) string { return expand(template, cfg.UserOffset+i) }
+
 func expand(template string, i int) string {
 	return strings.ReplaceAll(template, "{i}", fmt.Sprint(i))
 }
@@ -209,16 +219,17 @@ func progress(phase string, done *atomic.Int64, total int64) func() {
 func traffic(cfg *Config) {
 	ctr := &Counters{}
 	rec := NewRecorder(ctr)
+	rec.SetShared(cfg.Origin, cfg.EpochMicros)
 	subsOf := map[string]int{}
 	for i := 0; i < cfg.Subscribers; i++ {
 		for _, t := range cfg.Channels {
-			subsOf[expand(t, i)]++
+			subsOf[cfg.user(t, i)]++
 		}
 	}
 
 	before := sampleProcs(cfg.Pids)
 	started := time.Now()
-	subs, failed, errs := connectAll(cfg, cfg.Subscribers, 0, "u", false, cfg.ConnectConcurrency, rec, ctr, "connect")
+	subs, failed, errs := connectAll(cfg, cfg.Subscribers, cfg.UserOffset, "u", false, cfg.ConnectConcurrency, rec, ctr, "connect")
 	connectSecs := time.Since(started).Seconds()
 	afterConnect := sampleProcs(cfg.Pids)
 	if failed > 0 {
@@ -238,7 +249,7 @@ func traffic(cfg *Config) {
 			defer func() { <-sem; wg.Done() }()
 			channels := make([]string, len(cfg.Channels))
 			for k, t := range cfg.Channels {
-				channels[k] = expand(t, i)
+				channels[k] = cfg.user(t, i)
 			}
 			if err := c.Subscribe(channels, 60*time.Second); err != nil {
 				subFailed.Add(1)
@@ -253,7 +264,7 @@ func traffic(cfg *Config) {
 	if subFailed.Load() > 0 {
 		fatal("%d subscriptions failed: %v", subFailed.Load(), firstErr.Load())
 	}
-	pubs, failed, errs := connectAll(cfg, cfg.Publishers, 0, "pub", true, 8, rec, ctr, "publishers")
+	pubs, failed, errs := connectAll(cfg, cfg.Publishers, cfg.UserOffset, "pub", true, 8, rec, ctr, "publishers")
 	if failed > 0 {
 		fatal("%d publishers failed to connect: %v", failed, errs)
 	}
@@ -279,7 +290,7 @@ func traffic(cfg *Config) {
 	for s, st := range cfg.Streams {
 		total := 0
 		for i := 0; i < st.Count; i++ {
-			total += subsOf[expand(st.Channel, i)]
+			total += subsOf[cfg.user(st.Channel, i)]
 		}
 		perMsg[s] = float64(total) / float64(max(st.Count, 1))
 	}
@@ -373,8 +384,8 @@ func runStep(cfg *Config, step int, streams []Stream, subsOf map[string]int, pub
 					due := mine - sent[s]
 					for ; due > 0; due-- {
 						i := int(counters[s].Add(1)-1) % max(st.Count, 1)
-						channel := expand(st.Channel, i)
-						body = payload(body, rec.Now(), step, cfg.PayloadBytes)
+						channel := cfg.user(st.Channel, i)
+						body = payload(body, rec.Now(), cfg.Origin*maxSteps+step, cfg.PayloadBytes)
 						if err := c.Publish(&scratch, channel, body); err != nil {
 							pubErrors.Add(1)
 							return
@@ -420,7 +431,7 @@ func runStep(cfg *Config, step int, streams []Stream, subsOf map[string]int, pub
 	for _, st := range streams {
 		n := 0
 		for i := 0; i < st.Count; i++ {
-			n += subsOf[expand(st.Channel, i)]
+			n += subsOf[cfg.user(st.Channel, i)]
 		}
 		offeredDeliveries += st.Rate * float64(n) / float64(max(st.Count, 1))
 	}

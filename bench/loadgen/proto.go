@@ -516,10 +516,11 @@ keep:
 
 // Recorder attributes each delivery to the step that published it.
 type Recorder struct {
-	start time.Time
-	steps [maxSteps]*Histogram
-	recv  [maxSteps]atomic.Int64
-	ctr   *Counters
+	start  time.Time
+	origin int // messages of other origins are timed but not counted as this process's
+	steps  [maxSteps]*Histogram
+	recv   [maxSteps]atomic.Int64
+	ctr    *Counters
 }
 
 const maxSteps = 64
@@ -532,6 +533,16 @@ func NewRecorder(ctr *Counters) *Recorder {
 	return r
 }
 
+// SetShared makes the recorder one of several processes sharing a load: time counts from
+// the wall-clock epoch they all share (same machine, same clock), and deliveries of
+// messages another process published are timed but counted only in the total.
+func (r *Recorder) SetShared(origin int, epochMicros int64) {
+	r.origin = origin
+	if epochMicros > 0 {
+		r.start = time.UnixMicro(epochMicros)
+	}
+}
+
 func (r *Recorder) Now() int64 { return time.Since(r.start).Microseconds() }
 
 // Observe records a bench message found in b; false if b holds none.
@@ -540,16 +551,19 @@ func (r *Recorder) Observe(b []byte) bool {
 	if !ok {
 		return false
 	}
-	step, _, ok := intAfter(b[end:], sKey)
-	if !ok || step < 0 || step >= maxSteps {
+	tagged, _, ok := intAfter(b[end:], sKey)
+	if !ok || tagged < 0 {
 		return false
 	}
+	step, origin := tagged%maxSteps, int(tagged/maxSteps)
 	lat := r.Now() - ts
 	if lat < 0 {
 		lat = 0
 	}
 	r.steps[step].Record(uint64(lat))
-	r.recv[step].Add(1)
+	if origin == r.origin {
+		r.recv[step].Add(1)
+	}
 	r.ctr.received.Add(1)
 	return true
 }
