@@ -1,4 +1,5 @@
-"""Results: per-run summaries, goals, Markdown tables, the plot and docs/performance.md."""
+"""Results: per-run summaries, goals, Markdown tables, the plot, docs/performance.md (and,
+through bench/sizing.py, docs/capacity.md)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bench.systems import REPO
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = REPO / "docs" / "performance.md"
 PLOT = REPO / "docs" / "performance-fanout.png"
+CAPACITY = REPO / "docs" / "capacity.md"
 MAIN_PROCESS = {
     "neurelay": "gateway",
     "neurelay-batch": "gateway",
@@ -699,6 +701,10 @@ def write_docs(size: str = "full") -> Path:
     parts.append(machine_section(any_result))
     parts.append(FOOTER)
     docs.write_text("".join(parts))
+    from bench import sizing
+
+    capacity = CAPACITY if size == "full" else RESULTS / f"capacity-{size}.md"
+    sizing.write(capacity, results, started, size)
     return docs
 
 
