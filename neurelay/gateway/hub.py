@@ -2,8 +2,10 @@
 
 Per channel with local subscribers the hub holds one `Feed`: one core NATS
 subscription on the channel's live subject, whatever the number of local
-followers. Each message is decoded once, encoded once per wire format in use,
-and pushed to every follower's outbox without awaiting anything.
+followers. Each message is decoded once and added to the channel's
+`Broadcast` of the current event-loop pass; at the end of the pass the
+broadcast goes to every follower without awaiting anything, as the same
+bytes to those up to date (`neurelay/gateway/broadcasting.py`).
 
 Ordering and exactly-once rest on JetStream sequences. A feed remembers the
 last sequence it delivered; the republished header `Nats-Last-Sequence`
@@ -34,10 +36,11 @@ from nats.aio.subscription import Subscription
 
 from neurelay.backoff import Backoff
 from neurelay.errors import BusError
+from neurelay.gateway.broadcasting import Broadcast, Follower
 from neurelay.gateway.bus import Bus
 from neurelay.gateway.envelopes import message_frame
 from neurelay.gateway.observability import Metrics
-from neurelay.gateway.outbox import Outbox, websocket_frame
+from neurelay.gateway.outbox import Outbox
 from neurelay.gateway.presence import EVENT_HEADER, Member, Roster, decode_event
 from neurelay.gateway.replaying import History
 from neurelay.gateway.settings import LiveSettings
@@ -49,23 +52,11 @@ from neurelay.protocol.frames import FrameId
 _REPAIR_BACKOFF = Backoff(initial_seconds=0.2, max_seconds=5.0)
 
 
-class Follower:
-    """One outbox following one channel."""
-
-    __slots__ = ("backlog", "connection", "last_seq", "outbox")
-
-    def __init__(self, outbox: Outbox, connection: str) -> None:
-        self.outbox = outbox
-        self.connection = connection
-        self.last_seq = 0
-        # Live messages held while history is read; None once live.
-        self.backlog: list[tuple[int, dict[str, Any]]] | None = []
-
-
 class Feed:
     """A channel followed by this gateway: its NATS subscription and local followers."""
 
     __slots__ = (
+        "broadcast",
         "channel",
         "followers",
         "keeps_history",
@@ -83,6 +74,7 @@ class Feed:
         self.last_seq = 0
         self.lock = asyncio.Lock()
         self.seeded = False
+        self.broadcast: Broadcast | None = None  # what this pass of the event loop brought
 
 
 class Hub:
@@ -96,6 +88,7 @@ class Hub:
         self._feeds: dict[str, Feed] = {}
         self._opening: dict[str, asyncio.Future[Feed]] = {}
         self._repairs: dict[str, asyncio.Task[None]] = {}
+        self._broadcasting: list[Feed] = []  # feeds with a broadcast to send this pass
         self.roster = Roster()
 
     # -- following ---------------------------------------------------------------------------
@@ -307,35 +300,35 @@ class Hub:
                         self._retry_repair(feed)
 
     def _deliver(self, feed: Feed, seq: int, data: bytes) -> None:
-        started = time.perf_counter()
         frame = message_frame(feed.channel, seq, data)
         if frame is None:
             self._log.warning("dropped a malformed message on %s", feed.channel.name)
             return
-        # By encoding (binary: MessagePack, else JSON): a `+batch` codec encodes like its base.
-        encoded: dict[bool, tuple[bytes, bytes]] = {}
-        delivered = 0
-        for follower in list(feed.followers.values()):
-            if follower.backlog is not None:
-                if len(follower.backlog) >= self._live.config.limits.send_queue_frames:
-                    follower.outbox.overflow()  # too far behind while its history is read
-                else:
-                    follower.backlog.append((seq, frame))
+        self._broadcast(feed).add_message(seq, frame)
+
+    def _broadcast(self, feed: Feed) -> Broadcast:
+        """The feed's broadcast of this pass, sent when the pass ends."""
+        broadcast = feed.broadcast
+        if broadcast is None:
+            broadcast = feed.broadcast = Broadcast()
+            if not self._broadcasting:
+                asyncio.get_running_loop().call_soon(self._send_broadcasts)
+            self._broadcasting.append(feed)
+        return broadcast
+
+    def _send_broadcasts(self) -> None:
+        feeds, self._broadcasting = self._broadcasting, []
+        queue_frames = self._live.config.limits.send_queue_frames
+        for feed in feeds:
+            broadcast, feed.broadcast = feed.broadcast, None
+            if broadcast is None:
                 continue
-            if seq and seq <= follower.last_seq:
-                continue
-            follower.last_seq = seq or follower.last_seq
-            outbox = follower.outbox
-            codec = outbox.codec
-            pair = encoded.get(codec.binary)
-            if pair is None:
-                payload = codec.encode(frame)
-                pair = encoded[codec.binary] = (payload, websocket_frame(payload, codec.binary))
-            outbox.push(*pair)
-            delivered += 1
-        if delivered:
-            self._metrics.messages_out.labels(feed.channel.namespace).inc(delivered)
-        self._metrics.fanout_seconds.observe(time.perf_counter() - started)
+            started = time.perf_counter()
+            delivered = broadcast.send(list(feed.followers.values()), queue_frames)
+            if delivered:
+                self._metrics.messages_out.labels(feed.channel.namespace).inc(delivered)
+            if broadcast.messages:
+                self._metrics.fanout_seconds.observe(time.perf_counter() - started)
 
     # -- join/leave --------------------------------------------------------------------------
 
@@ -392,15 +385,5 @@ class Hub:
 
     def _tell(self, feed: Feed, frame: dict[str, Any], about: str) -> None:
         """Send a join/leave frame to every live follower but the connection it is about."""
-        if not self._joins(feed):
-            return
-        encoded: dict[bool, tuple[bytes, bytes]] = {}  # by encoding, as in `_deliver`
-        for follower in list(feed.followers.values()):
-            if follower.backlog is not None or follower.connection == about:
-                continue
-            codec = follower.outbox.codec
-            pair = encoded.get(codec.binary)
-            if pair is None:
-                payload = codec.encode(frame)
-                pair = encoded[codec.binary] = (payload, websocket_frame(payload, codec.binary))
-            follower.outbox.push(*pair)
+        if self._joins(feed):
+            self._broadcast(feed).add_notice(frame, about)

@@ -44,7 +44,7 @@ class Metrics:
         )
         self.fanout_seconds = Histogram(
             "neurelay_fanout_seconds",
-            "Time to encode one message and queue it for every local subscriber.",
+            "Time to send one channel's messages of one event-loop pass to every local subscriber.",
             buckets=_FANOUT_BUCKETS,
             registry=r,
         )

@@ -184,6 +184,24 @@ class Outbox:
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued(), name="neurelay-writer")
 
+    def idle_transport(self) -> asyncio.WriteTransport | None:
+        """The socket, if bytes written to it now come right after everything pushed before:
+        nothing gathered or queued, and its buffer under `DIRECT_WRITE_LIMIT`. Else None."""
+        transport = self._transport
+        if (
+            transport is None
+            or self._gathered is not None
+            or self._frames
+            or self.closed
+            or transport.get_write_buffer_size() >= DIRECT_WRITE_LIMIT
+            or transport.is_closing()
+        ):
+            return None
+        ws = self._ws
+        if ws is None or ws.closed:  # nothing may follow a close frame
+            return None
+        return transport
+
     def _gatherable(self, data: bytes, framed: bytes | None) -> bytes:
         """What the gathered list holds: payloads when batching (framed at the flush)."""
         if self.codec.batched:
