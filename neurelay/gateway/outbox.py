@@ -1,13 +1,15 @@
 """Outbox: a connection's bounded send queue and the one task that drains it.
 
-Fan-out pushes already-encoded frames without awaiting anything. While
+Frames are pushed already encoded, without awaiting anything (fan-out
+writes the bytes it shares between subscribers straight to the socket
+instead, while `idle_transport` says nothing of the connection waits). While
 nothing is queued and the socket's buffer is small, frames are gathered (up
 to `DIRECT_WRITE_LIMIT` bytes) and written to the transport at the end of the
-current pass of the event loop, all of one connection's in one `write` (the
-fan-out hot path: no task switch per frame, and under load several messages
-per system call). With a `+batch` subprotocol the messages gathered (or
-queued) together travel in as few WebSocket frames as `BATCH_FRAME_BYTES`
-allows. Otherwise they are queued and the connection's writer task
+current pass of the event loop, all of one connection's in one `write` (no
+task switch per frame, and under load several messages per system call).
+With a `+batch` subprotocol the messages gathered (or queued) together
+travel in as few WebSocket frames as `BATCH_FRAME_BYTES` allows. Otherwise
+they are queued and the connection's writer task
 sends them, in order, with aiohttp's flow control. The queue and the writer
 task exist only while frames wait (most connections are idle: a deque and a
 task each would cost them kilobytes). A client that stops
