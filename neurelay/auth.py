@@ -20,6 +20,7 @@ docs/protocol.md: `system` is readable by every authenticated user and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -132,7 +133,13 @@ def _admits(audience: Audience, patterns: tuple[str, ...], channel: Channel) -> 
         return False
     if audience == "authenticated":
         return True
-    return any(fnmatchcase(channel.name, pattern) for pattern in patterns)
+    return _matches(patterns, channel.name)
+
+
+# Asked for every publish: a client publishes to few channels, each matched once.
+@functools.lru_cache(maxsize=4096)
+def _matches(patterns: tuple[str, ...], name: str) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
 class TokenVerifier:

@@ -15,6 +15,7 @@ never overlap, whatever namespaces are configured.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 from neurelay.errors import ProtocolError
@@ -55,6 +56,12 @@ def parse_channel(raw: object) -> Channel:
     """Parse a channel name or raise `ProtocolError(invalid_channel)`."""
     if not isinstance(raw, str):
         raise ProtocolError(ErrorCode.INVALID_CHANNEL, "channel must be a string")
+    return _parse_name(raw)
+
+
+# Parsed for every frame: a client names few channels, each parsed once (refusals are not kept).
+@functools.lru_cache(maxsize=4096)
+def _parse_name(raw: str) -> Channel:
     if len(raw) > MAX_CHANNEL_LENGTH:
         raise ProtocolError(
             ErrorCode.INVALID_CHANNEL, f"channel is longer than {MAX_CHANNEL_LENGTH} characters"

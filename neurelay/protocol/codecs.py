@@ -40,6 +40,7 @@ MAX_INTEGER: Final = 2**64 - 1
 # orjson reads an integer literal beyond 64 bits as a float. Such a literal has at least
 # 19 digits in a row (2^63 has 19), so only a text holding such a run takes a closer look.
 _LONG_RUN = re.compile(rb"[0-9]{19,}")
+_LONG_RUN_TEXT = re.compile(r"[0-9]{19,}")
 _STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_INTEGER_BEFORE = (b".", b"e", b"E", b"+")  # a fraction or an exponent
 _NOT_INTEGER_AFTER = (b".", b"e", b"E")  # the integer part of a float
@@ -82,9 +83,12 @@ class JsonCodec(Codec):
             value = orjson.loads(data)
         except orjson.JSONDecodeError as e:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"invalid JSON: {e}") from e
-        raw = data.encode() if isinstance(data, str) else data
-        if _LONG_RUN.search(raw) is not None:
-            _check_integer_literals(raw)
+        if isinstance(data, str):
+            # Scanned as text: most frames come as text and need no encoding back to bytes.
+            if _LONG_RUN_TEXT.search(data) is not None:
+                _check_integer_literals(data.encode())
+        elif _LONG_RUN.search(data) is not None:
+            _check_integer_literals(data)
         return value
 
     def decode_batch(self, data: bytes | str) -> list[Any]:
