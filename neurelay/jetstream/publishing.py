@@ -67,8 +67,10 @@ class AckedPublishing:
         self._pending: dict[str, tuple[AckReceiver, Any, float]] = {}
         self._expiry: asyncio.TimerHandle | None = None
         self._subscription: Subscription | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop `start` ran on
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             self._subscription = await self._nc.subscribe(
                 self._prefix + "*",
@@ -107,23 +109,20 @@ class AckedPublishing:
 
         Raises BusError when the message cannot be written (then `settle` is never called).
         """
-        if self._subscription is None:
+        loop = self._loop
+        if self._subscription is None or loop is None:
             raise BusUnavailable("publish failed: acks are not being received")
         if len(body) > self._nc.max_payload:
             raise PayloadTooLarge("publish failed: the message exceeds the NATS max_payload")
         token = f"{next(self._tokens):x}"
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         self._pending[token] = (receiver, key, deadline)
         if self._expiry is None:
             self._expiry = loop.call_at(deadline, self._expire)
+        if headers is not None and not isinstance(headers, dict):
+            headers = dict(headers)
         try:
-            await self._nc.publish(
-                subject,
-                body,
-                reply=self._prefix + token,
-                headers=dict(headers) if headers else None,
-            )
+            await self._nc.publish(subject, body, reply=self._prefix + token, headers=headers)
         except NATS_ERRORS as e:
             self._pending.pop(token, None)
             raise bus_error(e, "publish failed") from e
