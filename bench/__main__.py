@@ -46,7 +46,7 @@ MINUTES_PER_RUN = {
     "admission": 2.0,
     "publishing": 1.0,
     "presence": 3.0,
-    "replaying": 1.5,
+    "replaying": 1.0,
 }
 MODULES = ("admission", "publishing", "presence", "replaying")
 

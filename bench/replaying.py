@@ -141,7 +141,7 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.replaying")
     parser.add_argument("--retained", type=int, default=100_000, help="messages in the channel")
-    parser.add_argument("--tries", type=int, default=50, help="timed subscribes of each kind")
+    parser.add_argument("--tries", type=int, default=200, help="timed subscribes of each kind")
     parser.add_argument("--size", default="full", help="results label (tiny for the smoke test)")
     parser.add_argument("--results", type=Path, help="directory for results (bench/results)")
     args = parser.parse_args(argv)

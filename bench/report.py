@@ -797,7 +797,8 @@ its spread is the finding.
     (connection i on gateway i mod 3), publishers included.
   - `centrifugo`: Centrifugo v6.9.1, built with the machine's Go from the Go
     module proxy into ~/.cache/neurelay/centrifugo; memory engine, HMAC JWT,
-    presence on, clients may subscribe and publish (Centrifugo's JSON
+    presence on (built by `go install`, so it reports its version as v0.0.0),
+    clients may subscribe and publish (Centrifugo's JSON
     protocol: connect with the token, subscribe, publish; publications
     pushed, several per frame when queued); GOMAXPROCS=1.
   - `socketio`: python-socketio 5 on aiohttp and uvloop
@@ -832,11 +833,13 @@ Judge p99 by the ratio to them.
 OPTIMISATIONS = """
 ## Optimisations
 
-The profile of the gateway before (below, `neurelay@ed828a2`) spent most of
-its time per delivery in the connection's writer task: `Event.set`, a task
-switch, `WebSocketResponse.send_frame`, a frame header built per connection,
-and one `write` system call per message per connection. Commit 842a367
-(neurelay/gateway/outbox.py, hub.py, connection.py):
+The profile of the gateway before them (`neurelay@ed828a2`, 26 Nov 2026)
+spent most of its time per delivery in the connection's writer task:
+`Event.set`, a task switch, `WebSocketResponse.send_frame`, a frame header
+built per connection, and one `write` system call per message per
+connection (31 % of the samples in aiohttp's `_write_websocket_frame`, 11 %
+in `Event.set`). Commit 842a367 (neurelay/gateway/outbox.py, hub.py,
+connection.py):
 
 1. builds each message's WebSocket frame once per wire format, not once per
    connection (servers do not mask frames, so the bytes are the same), and
@@ -852,9 +855,11 @@ and one `write` system call per message per connection. Commit 842a367
 
 Slow consumers are still bounded: a full socket buffer sends frames to the
 queue, whose frame and byte limits close the connection with 4005 as before.
-Before and after are the `neurelay@ed828a2` and `neurelay` rows of the same
-runs above; the profile below shows where the time goes now: the socket
-writes themselves.
+In the run of 26 Nov 2026 (same machine, same run for both) fan-out to 1,000
+went from 68k to 345k deliveries/s and to 5,000 from 36k to 84k; rerun the
+comparison with `python -m bench fanout --systems neurelay,neurelay@git:ed828a2`.
+The profile below shows where the time goes now: the socket writes
+themselves.
 
 The connection storm pointed at the listener: aiohttp's default accept
 backlog is 128, so when thousands of clients connect at once SYNs are
