@@ -44,8 +44,8 @@ MINUTES_PER_RUN = {
     "cluster": 2.0,
     "profile": 1.2,
     "admission": 2.0,
-    "publishing": 1.0,
-    "presence": 3.0,
+    "publishing": 2.0,
+    "presence": 2.0,
     "replaying": 1.0,
 }
 MODULES = ("admission", "publishing", "presence", "replaying")
