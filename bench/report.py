@@ -382,6 +382,7 @@ def goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     16,
                     False,
                     " KiB",
+                    inclusive=True,
                 )
             )
             rows.append(
