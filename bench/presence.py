@@ -37,11 +37,13 @@ import yaml
 
 from bench import report
 from bench.__main__ import raise_open_files
+from bench.driver import build_loadgen
 from neurelay.auth import mint_token
 from neurelay.embedded import EmbeddedNats, free_port
+from neurelay.protocol.codecs import Codec, JsonCodec, MsgpackCodec
 
 SECRET = "bench-presence-secret-" + "p" * 32
-CROWD = "conversation:crowd"
+CROWD = "crowd:all"  # presence on, join/leave off: the members arrive without a storm
 STORM = "conversation:storm"
 STEADY = "agent:steady"
 
@@ -73,6 +75,7 @@ class Gateways:
             "limits": {"messages_per_second": 10_000, "connections_per_user": 10},
             "namespaces": {
                 "conversation": {"history_messages": 0, "presence": True, "join_leave": True},
+                "crowd": {"history_messages": 0, "presence": True},
                 "agent": {"history_messages": 0},
             },
             "presence": {"max_clients": max_clients},
@@ -122,88 +125,146 @@ class Gateways:
                 process.kill()
 
 
-class Member:
-    """One connection subscribed to one channel, reading everything it is sent."""
+class Members:
+    """Connections held by the Go load generator (`members` mode) until the block ends."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.frames = 0
-        self.reader = asyncio.create_task(self._read())
+    def __init__(
+        self,
+        urls: list[str],
+        channels: list[str],
+        count: int,
+        prefix: str,
+        arrival_seconds: float = 0.0,
+    ) -> None:
+        self.config = {
+            "mode": "members",
+            "protocol": "neurelay",
+            "url": urls[0],
+            "secret": SECRET,
+            "subscribers": count,
+            "connect_concurrency": 64,
+            "time_limit_seconds": 900,
+            "members": {
+                "urls": urls,
+                "channels": channels,
+                "user_prefix": prefix,
+                "arrival_seconds": arrival_seconds,
+            },
+        }
+        self.process: asyncio.subprocess.Process | None = None
+        self.arrived: dict[str, Any] = {}
+        self.ended: dict[str, Any] = {}
 
-    async def _read(self) -> None:
-        async for _ in self.ws:
-            self.frames += 1
+    async def _event(self, wanted: str) -> dict[str, Any]:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        while raw := await self.process.stdout.readline():
+            event: dict[str, Any] = orjson.loads(raw)
+            if event["event"] == "error":
+                raise RuntimeError(f"load generator: {event['message']}")
+            if event["event"] == wanted:
+                return event
+            if event["event"] == "progress":
+                print(f"  {event['phase']}: {event['done']}/{event['total']}", file=sys.stderr)
+        raise RuntimeError(f"load generator ended before {wanted!r}")
 
-    async def close(self) -> None:
-        self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.reader
-        await self.ws.close()
+    async def arrive(self) -> dict[str, Any]:
+        """Start the members; returns once every one of them is subscribed."""
+        self.process = await asyncio.create_subprocess_exec(
+            str(build_loadgen()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.process.stdin is not None
+        self.process.stdin.write(orjson.dumps(self.config) + b"\n")
+        await self.process.stdin.drain()
+        self.arrived = await self._event("members")
+        return self.arrived
 
-
-async def join(http: aiohttp.ClientSession, url: str, user: str, channel: str) -> Member:
-    token = mint_token(SECRET, user, channels=["*"], publish=["*"], info={"name": user})
-    ws = await http.ws_connect(f"{url}?token={token}", max_msg_size=0)
-    await ws.receive_json()  # authenticated
-    await ws.send_json({"type": "subscribe", "channel": channel, "id": 1})
-    while (await ws.receive_json()).get("type") != "subscribed":
-        pass
-    return Member(ws)
-
-
-async def crowd(
-    http: aiohttp.ClientSession, urls: list[str], count: int, channel: str, prefix: str
-) -> list[Member]:
-    limit = asyncio.Semaphore(64)
-
-    async def one(n: int) -> Member:
-        async with limit:
-            return await join(http, urls[n % len(urls)], f"{prefix}{n}", channel)
-
-    return list(await asyncio.gather(*(one(n) for n in range(count))))
+    async def leave(self) -> dict[str, Any]:
+        """Close every member; returns what they received (join/leave frames)."""
+        if self.process is None:
+            return {}
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.ended = await self._event("done")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+        return self.ended
 
 
 async def ask(
-    ws: aiohttp.ClientWebSocketResponse, kind: str, channel: str, n: int | str
+    ws: aiohttp.ClientWebSocketResponse, codec: Codec, kind: str, channel: str, n: int | str
 ) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
-    await ws.send_json({"type": kind, "channel": channel, "id": n})
+    await ws.send_bytes(codec.encode({"type": kind, "channel": channel, "id": n}))
     while True:
-        reply: dict[str, Any] = await ws.receive_json()
+        message = await ws.receive()
+        reply: dict[str, Any] = codec.decode(message.data)
         if reply.get("id") == n:
             return time.perf_counter() - started, reply
+
+
+async def settled(
+    ws: aiohttp.ClientWebSocketResponse, codec: Codec, channel: str, connections: int
+) -> None:
+    """Wait until every replica lists all the members (the last ones enter just after)."""
+    for attempt in range(200):
+        _, reply = await ask(ws, codec, "presence_stats", channel, f"settle-{attempt}")
+        if reply.get("connections") == connections:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"presence of {channel} did not reach {connections} connections: {reply}")
 
 
 async def measure_presence(
     http: aiohttp.ClientSession, urls: list[str], members: int, queries: int
 ) -> dict[str, Any]:
-    crowd_members = await crowd(http, urls, members, CROWD, "m")
+    crowd = Members(urls, [CROWD], members, "m")
+    await crowd.arrive()
     token = mint_token(SECRET, "asker", channels=["*"])
     results: dict[str, Any] = {"members": members}
     try:
-        async with http.ws_connect(f"{urls[0]}?token={token}", max_msg_size=0) as asker:
-            await asker.receive_json()
-            for kind in ("presence", "presence_stats"):
-                await ask(asker, kind, CROWD, "warm-up")  # not timed: the first warms the path
-                times, last = [], {}
-                for n in range(queries):
-                    elapsed, last = await ask(asker, kind, CROWD, n)
-                    times.append(elapsed)
-                results[kind] = summary(times)
-                if kind == "presence":
-                    results["listed"] = len(last.get("clients", ()))
-                    results["truncated"] = bool(last.get("truncated"))
-                else:
-                    results["stats"] = {"users": last["users"], "connections": last["connections"]}
+        for codec in (JsonCodec(), MsgpackCodec()):
+            async with http.ws_connect(
+                f"{urls[0]}?token={token}", protocols=[codec.subprotocol], max_msg_size=0
+            ) as asker:
+                await asker.receive()  # authenticated
+                await settled(asker, codec, CROWD, members)
+                kinds = ("presence", "presence_stats") if not codec.binary else ("presence",)
+                for kind in kinds:
+                    await ask(asker, codec, kind, CROWD, "warm-up")  # not timed: warms the path
+                    times, last = [], {}
+                    for n in range(queries):
+                        elapsed, last = await ask(asker, codec, kind, CROWD, n)
+                        times.append(elapsed)
+                    label = kind if not codec.binary else f"{kind}_msgpack"
+                    results[label] = summary(times)
+                    if kind == "presence":
+                        results["listed"] = len(last.get("clients", ()))
+                        results["truncated"] = bool(last.get("truncated"))
+                    else:
+                        users, connections = last["users"], last["connections"]
+                        results["stats"] = {"users": users, "connections": connections}
     finally:
-        await asyncio.gather(*(m.close() for m in crowd_members))
+        await crowd.leave()
     return results
 
 
 async def steady_latencies(
-    http: aiohttp.ClientSession, urls: list[str], seconds: float, rate: float
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    seconds: float,
+    rate: float,
+    until: asyncio.Event | None = None,
 ) -> list[float]:
-    """Delivery latency of a steady stream on a channel without join/leave."""
+    """Delivery latency of a steady stream on a channel without join/leave.
+
+    It runs for `seconds`, and on until `until` is set when one is given.
+    """
     subscriber_token = mint_token(SECRET, "steady-sub", channels=["*"])
     publisher_token = mint_token(SECRET, "steady-pub", publish=["*"])
     latencies: list[float] = []
@@ -228,7 +289,7 @@ async def steady_latencies(
 
         reader, drainer = asyncio.create_task(read()), asyncio.create_task(drain())
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or (until is not None and not until.is_set()):
             await publisher.send_json(
                 {"type": "publish", "channel": STEADY, "payload": {"t": time.time()}}
             )
@@ -250,36 +311,29 @@ async def measure_storm(
     channels: int,
 ) -> dict[str, Any]:
     baseline = await steady_latencies(http, urls, storm_seconds, rate)
-    stormers: list[Member] = []
-    arrival: list[float] = []
+    storm_members = Members(
+        urls, [f"{STORM}-{k}" for k in range(channels)], storm, "s", arrival_seconds=storm_seconds
+    )
+    arrived_all = asyncio.Event()
 
-    async def arrive() -> None:
-        began = time.monotonic()
-        limit = asyncio.Semaphore(64)
-        spacing = storm_seconds / storm
+    async def arrive() -> dict[str, Any]:
+        try:
+            return await storm_members.arrive()
+        finally:
+            arrived_all.set()
 
-        async def one(n: int) -> None:
-            await asyncio.sleep(n * spacing)
-            async with limit:
-                channel = f"{STORM}-{n % channels}"
-                stormers.append(await join(http, urls[n % len(urls)], f"s{n}", channel))
-
-        await asyncio.gather(*(one(n) for n in range(storm)))
-        arrival.append(time.monotonic() - began)
-
-    during, _ = await asyncio.gather(
-        steady_latencies(http, urls, storm_seconds + 2, rate), arrive()
+    during, arrived = await asyncio.gather(
+        steady_latencies(http, urls, storm_seconds, rate, arrived_all), arrive()
     )
     await asyncio.sleep(1.0)
-    notices = sum(m.frames for m in stormers)
-    await asyncio.gather(*(m.close() for m in stormers))
+    ended = await storm_members.leave()
     base, load = summary(baseline), summary(during)
     return {
         "storm_clients": storm,
         "storm_channels": channels,
         "storm_seconds": storm_seconds,
-        "arrived_in_s": round(arrival[0], 2),
-        "join_frames_delivered": notices,
+        "arrived_in_s": arrived["arrived_in_s"],
+        "join_frames_delivered": ended["joins_received"],
         "steady_rate_per_s": rate,
         "baseline": base,
         "during_storm": load,
@@ -300,6 +354,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         http, urls, args.storm, args.storm_seconds, args.steady_rate, int(k)
                     )
                     for k in args.storm_channels.split(",")
+                    if k
                 ]
     return {"gateways": 3, "presence": presence, "storms": storms}
 
@@ -363,21 +418,33 @@ def section(size: str) -> str:
     )
 
 
+# Per size: members in the presence channel, presence requests timed, storm clients and
+# the seconds they arrive in. `full` is the goal of issue 12's "Performance and limits".
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"members": 9, "queries": 3, "storm": 6, "storm_seconds": 1.0},
+    "full": {"members": 10_000, "queries": 50, "storm": 5_000, "storm_seconds": 10.0},
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.presence [--size tiny|full] [--results DIR] [overrides]`."""
     parser = argparse.ArgumentParser(prog="python -m bench.presence")
-    parser.add_argument("--members", type=int, default=3000, help="connections in the channel")
-    parser.add_argument("--queries", type=int, default=50, help="presence requests timed")
-    parser.add_argument("--storm", type=int, default=1000, help="clients subscribing at once")
-    parser.add_argument("--storm-seconds", type=float, default=10.0)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--members", type=int, help="connections in the channel")
+    parser.add_argument("--queries", type=int, help="presence requests timed")
+    parser.add_argument("--storm", type=int, help="clients subscribing in the storm")
+    parser.add_argument("--storm-seconds", type=float, help="the window they arrive in")
     parser.add_argument(
         "--storm-channels",
         default="1,100",
         help="comma-separated: one storm per value, its clients spread over that many channels",
     )
     parser.add_argument("--steady-rate", type=float, default=50.0, help="messages per second")
-    parser.add_argument("--size", default="full", help="results label (tiny for the smoke test)")
     parser.add_argument("--results", type=Path, help="directory for results (bench/results)")
     args = parser.parse_args(argv)
+    for name, value in SIZES[args.size].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.results is not None:
         report.RESULTS = args.results
     raise_open_files()

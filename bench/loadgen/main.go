@@ -30,7 +30,7 @@ type Stream struct {
 }
 
 type Config struct {
-	Mode     string   `json:"mode"` // traffic | storm | idle
+	Mode     string   `json:"mode"` // traffic | storm | idle | members
 	Protocol string   `json:"protocol"`
 	URL      string   `json:"url"`
 	URLs     []string `json:"urls"` // several servers: connection i goes to URLs[i % len]
@@ -63,6 +63,8 @@ type Config struct {
 	SettleSeconds float64 `json:"settle_seconds"`
 	HoldSeconds   float64 `json:"hold_seconds"`
 	TimeLimit     float64 `json:"time_limit_seconds"`
+
+	Members *MembersConfig `json:"members"` // mode members (members.go)
 }
 
 var outMu sync.Mutex
@@ -111,6 +113,8 @@ func main() {
 		storm(&cfg)
 	case "idle":
 		idle(&cfg)
+	case "members":
+		members(&cfg)
 	default:
 		fatal("unknown mode %q", cfg.Mode)
 	}
