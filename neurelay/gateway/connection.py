@@ -262,8 +262,12 @@ class Connection:
                 users, connections = await self.gateway.presence_stats(channel)
                 frame = frames.presence_stats(channel.name, users, connections, action.frame_id)
             else:
-                clients, truncated = await self.gateway.presence(channel)
-                frame = frames.presence(channel.name, clients, truncated, action.frame_id)
+                codec = self.outbox.codec
+                listing = await self.gateway.presence(channel, codec.binary)
+                frame = frames.presence(channel.name, [], listing.truncated, action.frame_id)
+                # The entries come encoded from the replicas and are not decoded here.
+                self.outbox.push(codec.encode_with_list(frame, "clients", listing.entries))
+                return
         except ProtocolError as e:
             e.frame_id = action.frame_id
             frame = frames.error_from(e)

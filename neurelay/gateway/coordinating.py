@@ -139,6 +139,13 @@ class Coordinator:
 
     async def ask(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every replica's answer to `query` (those that answered in time)."""
+        return list((await self._gather(query)).answers().values())
+
+    async def ask_for_bytes(self, query: dict[str, Any]) -> list[bytes]:
+        """Every replica's answer to `query` as sent (a presence `Listing`), undecoded."""
+        return list((await self._gather(query)).data().values())
+
+    async def _gather(self, query: dict[str, Any]) -> Gathering:
         gathering = Gathering(self._peers.alive())
         complete = asyncio.Event()
 
@@ -158,9 +165,9 @@ class Coordinator:
         finally:
             await bus.unfollow(subscription)
         if not gathering.done:
-            missing = sorted(gathering.expected - set(gathering.answers()))
+            missing = sorted(gathering.expected - set(gathering.data()))
             self._log.warning("no answer in time from replica(s) %s", ", ".join(missing))
-        return list(gathering.answers().values())
+        return gathering
 
     async def _on_ask(self, msg: Msg) -> None:
         if not msg.reply:
@@ -170,7 +177,7 @@ class Coordinator:
             if not isinstance(query, dict):
                 raise ValueError("a query must be an object")
             if "cmd" in query:
-                body: dict[str, Any] = {"connections": await self._on_command(query)}
+                body: dict[str, Any] | bytes = {"connections": await self._on_command(query)}
             else:
                 body = self.local.answer(query)
         except (ValueError, TypeError, ProtocolError) as e:

@@ -6,8 +6,9 @@ An answer may be larger than a NATS message, so it is cut into `parts`
 (`split`) that carry the replica and their index in headers. `Gathering`
 collects them and is complete when every replica the asker knows to be alive
 (`Peers`) has sent all its parts; a replica that does not answer in time is
-left out by the caller's deadline. `merge_*` combine the parts into the
-answer a client or backend receives. `Peers` tracks the replicas heard from
+left out by the caller's deadline. `merge_*` combine the answers into the
+one a client or backend receives (presence listings merge in
+`presence.Listing`, as bytes). `Peers` tracks the replicas heard from
 recently: one silent for the presence TTL is dead.
 """
 
@@ -26,10 +27,13 @@ PART_BYTES: Final = 256 * 1024
 
 
 def split(
-    body: Mapping[str, Any], replica: str, part_bytes: int = PART_BYTES
+    body: Mapping[str, Any] | bytes, replica: str, part_bytes: int = PART_BYTES
 ) -> list[tuple[dict[str, str], bytes]]:
-    """One replica's answer as (headers, data) messages, each at most `part_bytes` of data."""
-    data = orjson.dumps(body)
+    """One replica's answer as (headers, data) messages, each at most `part_bytes` of data.
+
+    An object is sent as JSON; bytes (an encoded `presence.Listing`) as they are.
+    """
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
     pieces = [data[i : i + part_bytes] for i in range(0, len(data), part_bytes)] or [b""]
     return [
         ({REPLICA_HEADER: replica, PART_HEADER: f"{index}/{len(pieces)}"}, piece)
@@ -76,32 +80,25 @@ class Gathering:
     def done(self) -> bool:
         return all(r in self._parts and self._parts[r].complete for r in self.expected)
 
+    def data(self) -> dict[str, bytes]:
+        """The answer of every replica that answered completely, as it was sent."""
+        return {
+            replica: b"".join(parts.pieces[i] for i in range(parts.total))
+            for replica, parts in self._parts.items()
+            if parts.complete
+        }
+
     def answers(self) -> dict[str, dict[str, Any]]:
-        """The decoded answer of every replica that answered completely."""
+        """The decoded answer of every replica that answered completely with an object."""
         found = {}
-        for replica, parts in self._parts.items():
-            if not parts.complete:
-                continue
+        for replica, data in self.data().items():
             try:
-                body = orjson.loads(b"".join(parts.pieces[i] for i in range(parts.total)))
+                body = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue
             if isinstance(body, dict):
                 found[replica] = body
         return found
-
-
-def merge_presence(
-    answers: Iterable[Mapping[str, Any]], cap: int
-) -> tuple[list[dict[str, Any]], bool]:
-    """(clients, truncated): every replica's entries, at most `cap` of them."""
-    clients: list[dict[str, Any]] = []
-    total = 0
-    for answer in answers:
-        total += int(answer.get("total", 0))
-        clients.extend(c for c in answer.get("clients", ()) if isinstance(c, dict))
-    clients.sort(key=lambda c: (str(c.get("user")), str(c.get("connection"))))
-    return clients[:cap], total > cap or len(clients) > cap
 
 
 def merge_stats(answers: Iterable[Mapping[str, Any]]) -> tuple[int, int]:

@@ -5,21 +5,27 @@ Pure data, no I/O. `Member` is one connection's entry in one channel
 `LocalPresence` is this replica's truth: every subscription of every local
 connection, whatever the namespace's settings, so switching `presence` on
 by a reload is answered at once; it answers the queries other replicas send
-(`answer`). `Roster` is what this replica has heard of the members of the
-channels it follows in join/leave namespaces: it lets the replica send
-`leave` for the connections of a replica that died without saying so.
+(`answer`). Each entry is encoded once, in JSON and in MessagePack, when it
+enters, and kept in order of `order_key` with its channel's user count, so
+that answering a `presence` query of thousands of members copies bytes
+instead of encoding dicts (see `Listing`). `Roster` is what this replica
+has heard of the members of the channels it follows in join/leave
+namespaces: it lets the replica send `leave` for the connections of a
+replica that died without saying so.
 `encode_event`/`decode_event` are the join/leave notices replicas publish on
 a channel's live subject.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal
 
+import msgpack
 import orjson
 
 from neurelay.errors import ProtocolError
@@ -66,27 +72,90 @@ def user_digest(user: str) -> str:
     return hashlib.blake2b(user.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
+def order_key(user: str, connection: str) -> bytes:
+    """Bytes that sort like `(user, connection)`: the order of `presence` entries.
+
+    UTF-8 keeps code point order; NUL becomes 00 01 and ends the user as 00 00, so a user
+    that is a prefix of another sorts first, as in Python.
+    """
+
+    def escaped(text: str) -> bytes:
+        return text.encode("utf-8", "surrogatepass").replace(b"\x00", b"\x00\x01")
+
+    return escaped(user) + b"\x00\x00" + escaped(connection)
+
+
+class _Listed:
+    """One channel's local members, their encoded entries in order, and its users."""
+
+    __slots__ = ("answers", "entries", "keys", "members", "users")
+
+    def __init__(self) -> None:
+        self.members: dict[str, Member] = {}
+        self.keys: list[bytes] = []  # sorted
+        self.entries: dict[bytes, tuple[bytes, bytes]] = {}  # key → (JSON, MessagePack)
+        self.users: Counter[str] = Counter()  # user digest → connections
+        self.answers: dict[tuple[bool, int], bytes] = {}  # (binary, limit) → answer
+
+    def add(self, member: Member) -> None:
+        key = order_key(member.user, member.connection)
+        entry = member.entry()
+        self.entries[key] = (orjson.dumps(entry), msgpack.packb(entry, use_bin_type=True))
+        bisect.insort(self.keys, key)
+        self.members[member.connection] = member
+        self.users[user_digest(member.user)] += 1
+        self.answers.clear()
+
+    def remove(self, connection: str) -> Member | None:
+        member = self.members.pop(connection, None)
+        if member is None:
+            return None
+        key = order_key(member.user, member.connection)
+        del self.entries[key]
+        del self.keys[bisect.bisect_left(self.keys, key)]
+        digest = user_digest(member.user)
+        self.users[digest] -= 1
+        if not self.users[digest]:
+            del self.users[digest]
+        self.answers.clear()
+        return member
+
+    def listing(self, binary: bool, limit: int) -> bytes:
+        """The first `limit` entries in order, as `Listing` carries them between replicas."""
+        found = self.answers.get((binary, limit))
+        if found is None:
+            which = 1 if binary else 0
+            entries = self.entries
+            found = Listing.pack(
+                len(self.keys), [(key, entries[key][which]) for key in self.keys[:limit]]
+            )
+            self.answers[binary, limit] = found
+        return found
+
+
 class LocalPresence:
     """Every subscription of this replica's connections, by channel and by connection."""
 
     def __init__(self) -> None:
-        self._channels: dict[str, dict[str, Member]] = {}
+        self._channels: dict[str, _Listed] = {}
         self._by_connection: defaultdict[str, set[str]] = defaultdict(set)
 
     def add(self, channel: str, member: Member) -> bool:
         """Record a subscription; False if it was already there."""
-        members = self._channels.setdefault(channel, {})
-        known = member.connection in members
-        members[member.connection] = member
+        listed = self._channels.get(channel)
+        if listed is None:
+            listed = self._channels[channel] = _Listed()
+        known = listed.remove(member.connection) is not None
+        listed.add(member)
         self._by_connection[member.connection].add(channel)
         return not known
 
     def remove(self, channel: str, connection: str) -> Member | None:
-        members = self._channels.get(channel)
-        if members is None:
+        listed = self._channels.get(channel)
+        if listed is None:
             return None
-        member = members.pop(connection, None)
-        if not members:
+        member = listed.remove(connection)
+        if not listed.members:
             del self._channels[channel]
         channels = self._by_connection.get(connection)
         if channels is not None:
@@ -105,37 +174,90 @@ class LocalPresence:
         return gone
 
     def members(self, channel: str) -> list[Member]:
-        return list(self._channels.get(channel, {}).values())
+        listed = self._channels.get(channel)
+        return [] if listed is None else list(listed.members.values())
 
     def count(self, channel: str) -> int:
-        return len(self._channels.get(channel, ()))
+        listed = self._channels.get(channel)
+        return 0 if listed is None else len(listed.members)
 
-    def answer(self, query: Mapping[str, Any]) -> dict[str, Any]:
-        """This replica's part of a cluster-wide query (see `gathering.Query`)."""
+    def answer(self, query: Mapping[str, Any]) -> dict[str, Any] | bytes:
+        """This replica's part of a cluster-wide query (see `gathering.Query`).
+
+        A `presence` query is answered with a `Listing` in the encoding it asks for
+        (`binary`: MessagePack), the others with an object.
+        """
         kind = query.get("q")
+        listed = self._channels.get(str(query.get("channel")))
         if kind == "presence":
-            channel, limit = str(query.get("channel")), int(query.get("limit", 0))
-            members = self._channels.get(channel, {})
-            # Sorted so that the entries kept under the cap are the same on every call.
-            chosen = sorted(members)[:limit]
-            return {"clients": [members[c].entry() for c in chosen], "total": len(members)}
+            limit = int(query.get("limit", 0))
+            if listed is None:
+                return Listing.pack(0, [])
+            return listed.listing(bool(query.get("binary")), limit)
         if kind == "stats":
-            members = self._channels.get(str(query.get("channel")), {})
-            users = sorted({user_digest(m.user) for m in members.values()})
-            return {"users": users, "connections": len(members)}
+            if listed is None:
+                return {"users": [], "connections": 0}
+            return {"users": list(listed.users), "connections": len(listed.members)}
         if kind == "channels":
             namespace = query.get("namespace")
             return {
                 "channels": {
-                    name: len(members)
-                    for name, members in self._channels.items()
+                    name: len(listed.members)
+                    for name, listed in self._channels.items()
                     if namespace is None or name.partition(":")[0] == namespace
                 }
             }
         if kind == "members":
-            members = self._channels.get(str(query.get("channel")), {})
-            return {"members": [m.wire() for m in members.values()]}
+            members = [] if listed is None else listed.members.values()
+            return {"members": [m.wire() for m in members]}
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown query {str(kind)[:32]!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listing:
+    """A `presence` answer whose entries are already encoded, in order, at most a cap of them.
+
+    Between replicas it travels as one MessagePack array: the replica's total, then each
+    entry's `order_key` and its encoded bytes, alternately. Merging the replicas' listings
+    sorts keys, never entries, and the frame is built around the bytes as they came
+    (`Codec.encode_with_list`).
+    """
+
+    entries: list[bytes]
+    truncated: bool
+
+    @staticmethod
+    def pack(total: int, keyed: list[tuple[bytes, bytes]]) -> bytes:
+        packed: bytes = msgpack.packb([total, *(part for pair in keyed for part in pair)])
+        return packed
+
+    @staticmethod
+    def merge(answers: Iterable[bytes], cap: int) -> Listing:
+        """Every replica's entries in order, at most `cap` of them; malformed answers left out."""
+        keyed: list[tuple[bytes, bytes]] = []
+        total = 0
+        runs = 0
+        for data in answers:
+            try:
+                unpacked = msgpack.unpackb(data)
+            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+                continue
+            if not (
+                isinstance(unpacked, list)
+                and unpacked
+                and isinstance(unpacked[0], int)
+                and len(unpacked) % 2 == 1
+                and all(isinstance(part, bytes) for part in unpacked[1:])
+            ):
+                continue
+            total += unpacked[0]
+            keyed.extend(zip(unpacked[1::2], unpacked[2::2], strict=True))
+            runs += len(unpacked) > 1
+        if runs > 1:
+            # Each run is sorted already, which the sort finds; keys are unique (they hold
+            # the connection id), so entries are never compared.
+            keyed.sort()
+        return Listing([entry for _, entry in keyed[:cap]], total > cap or len(keyed) > cap)
 
 
 class Roster:

@@ -41,6 +41,7 @@ from neurelay.gateway.permissions import (
     authorize_subscribe,
     require_presence,
 )
+from neurelay.gateway.presence import Listing
 from neurelay.gateway.session import Action, Session
 from neurelay.gateway.settings import LiveSettings
 from neurelay.gateway.throttling import RequestThrottle
@@ -365,10 +366,10 @@ class Gateway:
 
     # -- presence and the server API ----------------------------------------------------------
 
-    async def presence(self, channel: Channel) -> tuple[list[dict[str, Any]], bool]:
-        """(clients, truncated) of `channel` across replicas (authorize first)."""
+    async def presence(self, channel: Channel, binary: bool) -> Listing:
+        """Who is in `channel` across replicas, encoded for `binary` or JSON (authorize first)."""
         try:
-            return await self.tracker.presence(channel)
+            return await self.tracker.presence(channel, binary)
         except BusError as e:
             raise _refusal(e, "presence unavailable", channel, None) from e
 

@@ -28,6 +28,7 @@ from neurelay.errors import ProtocolError
 from neurelay.gateway.http_api import request_principal
 from neurelay.gateway.web import GATEWAY_KEY, refusal
 from neurelay.protocol.channels import Channel, is_valid_namespace, parse_channel
+from neurelay.protocol.codecs import JSON
 from neurelay.protocol.codes import ErrorCode
 
 # A command body holds one or two small fields; anything longer is not one.
@@ -64,13 +65,16 @@ async def presence(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     try:
         channel = _presence_channel(request)
-        clients, truncated = await gateway.presence(channel)
+        listing = await gateway.presence(channel, binary=False)
     except ProtocolError as e:
         return refusal(gateway, e)
-    body: dict[str, Any] = {"channel": channel.name, "clients": clients}
-    if truncated:
+    body: dict[str, Any] = {"channel": channel.name, "clients": []}
+    if listing.truncated:
         body["truncated"] = True
-    return _json(body)
+    return web.Response(
+        body=JSON.encode_with_list(body, "clients", listing.entries),
+        content_type="application/json",
+    )
 
 
 async def presence_stats(request: web.Request) -> web.Response:

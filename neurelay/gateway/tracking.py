@@ -24,7 +24,7 @@ from neurelay.gateway import gathering
 from neurelay.gateway.bus import Bus
 from neurelay.gateway.coordinating import Coordinator
 from neurelay.gateway.hub import Hub
-from neurelay.gateway.presence import Member
+from neurelay.gateway.presence import Listing, Member
 from neurelay.gateway.session import Action, Session
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol.channels import Channel, parse_channel
@@ -100,12 +100,13 @@ class Tracker:
 
     # -- queries -----------------------------------------------------------------------------
 
-    async def presence(self, channel: Channel) -> tuple[list[dict[str, Any]], bool]:
+    async def presence(self, channel: Channel, binary: bool) -> Listing:
+        """Who is in `channel`, entries encoded in MessagePack (`binary`) or JSON."""
         cap = self._live.config.presence.max_clients
-        answers = await self.coordinator.ask(
-            {"q": "presence", "channel": channel.name, "limit": cap}
+        answers = await self.coordinator.ask_for_bytes(
+            {"q": "presence", "channel": channel.name, "limit": cap, "binary": binary}
         )
-        return gathering.merge_presence(answers, cap)
+        return Listing.merge(answers, cap)
 
     async def stats(self, channel: Channel) -> tuple[int, int]:
         answers = await self.coordinator.ask({"q": "stats", "channel": channel.name})

@@ -47,6 +47,15 @@ _NOT_INTEGER_AFTER = (b".", b"e", b"E")  # the integer part of a float
 _LIMITS = {False: str(MAX_INTEGER).encode(), True: str(-MIN_INTEGER).encode()}
 
 
+def _msgpack_header(count: int, fixed: int, sixteen: int) -> bytes:
+    """A MessagePack map (0x80, 0xde) or array (0x90, 0xdc) header for `count` items."""
+    if count < 16:
+        return bytes([fixed | count])
+    if count < 2**16:
+        return bytes([sixteen]) + count.to_bytes(2, "big")
+    return bytes([sixteen + 1]) + count.to_bytes(4, "big")
+
+
 class Codec:
     """Encodes and decodes frame objects for one subprotocol."""
 
@@ -60,6 +69,14 @@ class Codec:
         self.separator = separator
 
     def encode(self, frame: Mapping[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def encode_with_list(self, frame: Mapping[str, Any], field: str, items: list[bytes]) -> bytes:
+        """`frame` encoded with `field` holding `items`, each already encoded in this codec.
+
+        The items are copied as they are, not decoded and encoded again (a presence list
+        of thousands of entries encoded by the replicas that hold them).
+        """
         raise NotImplementedError
 
     def decode(self, data: bytes | str) -> Any:
@@ -77,6 +94,15 @@ class JsonCodec(Codec):
 
     def encode(self, frame: Mapping[str, Any]) -> bytes:
         return orjson.dumps(frame)
+
+    def encode_with_list(self, frame: Mapping[str, Any], field: str, items: list[bytes]) -> bytes:
+        pairs = [
+            orjson.dumps(key)
+            + b":"
+            + (b"[" + b",".join(items) + b"]" if key == field else orjson.dumps(value))
+            for key, value in frame.items()
+        ]
+        return b"{" + b",".join(pairs) + b"}"
 
     def decode(self, data: bytes | str) -> Any:
         try:
@@ -106,6 +132,17 @@ class MsgpackCodec(Codec):
     def encode(self, frame: Mapping[str, Any]) -> bytes:
         packed: bytes = msgpack.packb(frame, use_bin_type=True)
         return packed
+
+    def encode_with_list(self, frame: Mapping[str, Any], field: str, items: list[bytes]) -> bytes:
+        parts = [_msgpack_header(len(frame), 0x80, 0xDE)]
+        for key, value in frame.items():
+            parts.append(msgpack.packb(key, use_bin_type=True))
+            if key == field:
+                parts.append(_msgpack_header(len(items), 0x90, 0xDC))
+                parts.extend(items)
+            else:
+                parts.append(msgpack.packb(value, use_bin_type=True))
+        return b"".join(parts)
 
     def decode(self, data: bytes | str) -> Any:
         if isinstance(data, str):

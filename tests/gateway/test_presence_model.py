@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import orjson
 import pytest
 
@@ -12,16 +13,17 @@ from neurelay.gateway.gathering import (
     Gathering,
     Peers,
     merge_channels,
-    merge_presence,
     merge_stats,
     split,
 )
 from neurelay.gateway.presence import (
+    Listing,
     LocalPresence,
     Member,
     Roster,
     decode_event,
     encode_event,
+    order_key,
     user_digest,
 )
 
@@ -30,32 +32,105 @@ def member(user: str, connection: str, replica: str = "r1", info: dict | None = 
     return Member(user, connection, replica, info)
 
 
-def test_local_presence_answers_who_is_subscribed_with_their_info() -> None:
+def listed(table: LocalPresence, channel: str, limit: int = 10, binary: bool = False) -> Listing:
+    query = {"q": "presence", "channel": channel, "limit": limit, "binary": binary}
+    answer = table.answer(query)
+    assert isinstance(answer, bytes)
+    return Listing.merge([answer], limit)
+
+
+def test_local_presence_answers_who_is_subscribed_with_their_info_in_order() -> None:
     table = LocalPresence()
-    table.add("conversation:1", member("alice", "c1", info={"name": "Alice"}))
     table.add("conversation:1", member("bob", "c2"))
+    table.add("conversation:1", member("alice", "c1", info={"name": "Alice"}))
     table.add("conversation:2", member("bob", "c2"))
 
-    answer = table.answer({"q": "presence", "channel": "conversation:1", "limit": 10})
+    listing = listed(table, "conversation:1")
 
-    assert answer == {
-        "clients": [
-            {"user": "alice", "connection": "c1", "info": {"name": "Alice"}},
-            {"user": "bob", "connection": "c2"},
-        ],
-        "total": 2,
-    }
+    assert [orjson.loads(entry) for entry in listing.entries] == [
+        {"user": "alice", "connection": "c1", "info": {"name": "Alice"}},
+        {"user": "bob", "connection": "c2"},
+    ]
+    assert not listing.truncated
+    binary = listed(table, "conversation:1", binary=True)
+    assert [msgpack.unpackb(entry) for entry in binary.entries] == [
+        orjson.loads(entry) for entry in listing.entries
+    ]
 
 
-def test_local_presence_caps_its_answer_but_reports_the_total() -> None:
+def test_local_presence_caps_its_answer_and_says_truncated() -> None:
     table = LocalPresence()
     for n in range(5):
         table.add("agent:1", member(f"u{n}", f"c{n}"))
 
-    answer = table.answer({"q": "presence", "channel": "agent:1", "limit": 2})
+    listing = listed(table, "agent:1", limit=2)
 
-    assert len(answer["clients"]) == 2
-    assert answer["total"] == 5
+    assert [orjson.loads(e)["user"] for e in listing.entries] == ["u0", "u1"]
+    assert listing.truncated
+
+
+def test_a_listing_follows_joins_and_leaves_after_it_was_answered() -> None:
+    table = LocalPresence()
+    table.add("agent:1", member("bob", "c2"))
+    assert len(listed(table, "agent:1").entries) == 1
+
+    table.add("agent:1", member("alice", "c1"))
+    table.remove("agent:1", "c2")
+    table.add("agent:1", member("carol", "c3"))
+
+    assert [orjson.loads(e)["user"] for e in listed(table, "agent:1").entries] == [
+        "alice",
+        "carol",
+    ]
+    assert listed(table, "agent:9").entries == []
+
+
+def test_listings_of_replicas_merge_in_user_and_connection_order_under_the_cap() -> None:
+    replicas = [LocalPresence(), LocalPresence(), LocalPresence()]
+    users = [f"user{n % 7}" for n in range(30)]
+    for n, user in enumerate(users):
+        replicas[n % 3].add("agent:1", member(user, f"c{n:02d}", f"r{n % 3}"))
+    query = {"q": "presence", "channel": "agent:1", "limit": 12, "binary": False}
+    answers = [table.answer(query) for table in replicas]
+
+    listing = Listing.merge([a for a in answers if isinstance(a, bytes)], cap=12)
+
+    everyone = sorted((user, f"c{n:02d}") for n, user in enumerate(users))
+    entries = [orjson.loads(e) for e in listing.entries]
+    assert [(e["user"], e["connection"]) for e in entries] == everyone[:12]
+    assert listing.truncated
+    assert not Listing.merge([a for a in answers if isinstance(a, bytes)], cap=30).truncated
+
+
+def test_malformed_listings_are_left_out() -> None:
+    good = LocalPresence()
+    good.add("agent:1", member("alice", "c1"))
+    answer = good.answer({"q": "presence", "channel": "agent:1", "limit": 5})
+    assert isinstance(answer, bytes)
+    bad = [b"", b"{}", msgpack.packb([1, b"key"]), msgpack.packb(["x", b"k", b"e"])]
+
+    listing = Listing.merge([*bad, answer], cap=5)
+
+    assert [orjson.loads(e)["user"] for e in listing.entries] == ["alice"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("a", "z"), ("ab", "a")),
+        (("a", "c1"), ("a", "c2")),
+        (("a", "x"), ("a\x00", "a")),
+        (("a\x00", "z"), ("a\x00b", "a")),
+        (("Z", "c"), ("a", "c")),
+        (("é", "c"), ("\U0001f600", "c")),
+        (("", "c"), ("\x00", "c")),
+    ],
+)
+def test_order_keys_sort_like_user_then_connection(
+    first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    assert first < second
+    assert order_key(*first) < order_key(*second)
 
 
 def test_adding_the_same_subscription_twice_is_not_new() -> None:
@@ -81,6 +156,9 @@ def test_stats_count_users_by_digest_and_connections() -> None:
     table = LocalPresence()
     table.add("agent:1", member("alice", "c1"))
     table.add("agent:1", member("alice", "c2"))
+
+    table.add("agent:1", member("bob", "c3"))
+    table.remove("agent:1", "c3")
 
     answer = table.answer({"q": "stats", "channel": "agent:1"})
 
@@ -171,22 +249,6 @@ def test_malformed_parts_are_ignored(headers: dict[str, str] | None) -> None:
     gathering.accept(headers, b"{}")
     assert not gathering.done
     assert gathering.answers() == {}
-
-
-def test_merged_presence_is_capped_and_says_truncated() -> None:
-    answers = [
-        {"clients": [{"user": "b", "connection": "2"}], "total": 1},
-        {
-            "clients": [{"user": "a", "connection": "1"}, {"user": "c", "connection": "3"}],
-            "total": 4,
-        },
-    ]
-
-    clients, truncated = merge_presence(answers, cap=2)
-
-    assert [c["user"] for c in clients] == ["a", "b"]
-    assert truncated
-    assert merge_presence(answers[:1], cap=2) == ([{"user": "b", "connection": "2"}], False)
 
 
 def test_merged_stats_count_a_user_on_two_replicas_once() -> None:

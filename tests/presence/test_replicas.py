@@ -13,7 +13,7 @@ import nats
 import pytest
 
 from neurelay.gateway.admission import user_key
-from neurelay.protocol.codecs import MSGPACK_SUBPROTOCOL
+from neurelay.protocol.codecs import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from neurelay.protocol.codes import CloseCode
 from tests.conftest import SECRET
 from tests.support.processes import GatewayProcess
@@ -422,19 +422,36 @@ async def test_presence_needs_the_right_to_subscribe(gateway_process, connect, t
     assert reply["code"] == "forbidden"
 
 
-async def test_presence_beyond_the_cap_is_truncated(gateway_process, connect, token):
+async def test_presence_beyond_the_cap_lists_the_first_entries_in_order_and_says_truncated(
+    gateway_process, connect, token
+):
     replicas = await three(gateway_process, presence={"ttl_seconds": TTL, "max_clients": 2})
-    for n, replica in enumerate(replicas):
-        client = await connect(replica.ws_url, token(user=f"u{n}"))
+    # u2 first, on the first replica: the cap keeps u0 and u1 (user order), not the oldest.
+    for n, replica in zip((2, 1, 0), replicas, strict=True):
+        client = await connect(replica.ws_url, token(user=f"u{n}", info={"n": n}))
         await client.request({"type": "subscribe", "channel": "agent:crowd"})
+    admin = token(user="backend", admin=True)
 
-    asker = await connect(replicas[0].ws_url, token(user="asker"))
-    listed = await asker.request({"type": "presence", "channel": "agent:crowd"})
-    stats = await asker.request({"type": "presence_stats", "channel": "agent:crowd"})
+    for n, replica in enumerate(replicas):
+        for subprotocol in (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL):
+            asker = await connect(replica.ws_url, token(user=f"asker{n}"), subprotocol=subprotocol)
+            listed = await asker.request({"type": "presence", "channel": "agent:crowd", "id": 9})
+            stats = await asker.request({"type": "presence_stats", "channel": "agent:crowd"})
 
-    assert len(listed["clients"]) == 2
-    assert listed["truncated"] is True
-    assert stats["connections"] == 3
+            assert [(c["user"], c["info"]) for c in listed["clients"]] == [
+                ("u0", {"n": 0}),
+                ("u1", {"n": 1}),
+            ]
+            assert (listed["truncated"], listed["id"], listed["channel"]) == (
+                True,
+                9,
+                "agent:crowd",
+            )
+            assert stats["connections"] == 3
+        status, body = await api("GET", replica, "/api/v1/channels/agent:crowd/presence", admin)
+        assert status == 200
+        assert [c["user"] for c in body["clients"]] == ["u0", "u1"]
+        assert body["truncated"] is True
 
 
 async def test_every_new_frame_works_in_messagepack(gateway_process, connect, token):

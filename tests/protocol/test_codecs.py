@@ -22,6 +22,7 @@ from neurelay.protocol.codecs import (
     MSGPACK_BATCH,
     MSGPACK_BATCH_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
+    Codec,
     check_json_value,
 )
 from neurelay.protocol.codes import ErrorCode
@@ -393,3 +394,26 @@ def test_32_levels_ending_in_an_empty_container_are_accepted(empty: Any) -> None
     for _ in range(31):
         value = [value]
     check_json_value(value)
+
+
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65_535, 65_536])
+def test_a_list_of_encoded_items_is_spliced_into_the_frame_as_if_encoded_with_it(
+    codec: Codec, count: int
+) -> None:
+    items = [{"user": f"u{n}", "connection": f"c{n}", "info": {"n": n}} for n in range(count)]
+    frame = {"type": "presence", "id": 7, "channel": "agent:1", "clients": [], "truncated": True}
+
+    spliced = codec.encode_with_list(frame, "clients", [codec.encode(item) for item in items])
+
+    assert codec.decode(spliced) == {**frame, "clients": items}
+    assert spliced == codec.encode({**frame, "clients": items})
+
+
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+def test_a_frame_of_sixteen_fields_keeps_them_all_when_spliced(codec: Codec) -> None:
+    frame: dict[str, Any] = {f"k{n}": n for n in range(15)} | {"list": []}
+
+    spliced = codec.encode_with_list(frame, "list", [codec.encode("x")])
+
+    assert codec.decode(spliced) == {**frame, "list": ["x"]}
