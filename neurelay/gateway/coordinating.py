@@ -16,7 +16,9 @@ subject prefix, none needing new infrastructure:
   NATS sent it and takes nobody for dead until it has caught up.
 - Join/leave notices go on the channel's own live subject with the
   `Neurelay-Event` header, so only replicas following the channel get them,
-  in order with its messages (see `hub`).
+  in order with its messages (see `hub`). Those of one channel queued in one
+  pass of the event loop travel in one message (an array), so a storm of
+  arrivals costs NATS a message per channel per pass, not one per arrival.
 
 Revocations are kept in the key-value bucket `<prefix>_revocations`, whose
 entries lapse after the longest token lifetime; every replica watches it and
@@ -46,8 +48,8 @@ from nats.aio.subscription import Subscription
 from neurelay.errors import BusError, ProtocolError
 from neurelay.gateway.admission import user_key
 from neurelay.gateway.bus import Bus
-from neurelay.gateway.gathering import Gathering, Peers, split
-from neurelay.gateway.presence import EVENT_HEADER, EventKind, LocalPresence, Member, encode_event
+from neurelay.gateway.gathering import PART_BYTES, Gathering, Peers, split
+from neurelay.gateway.presence import EVENT_HEADER, EventKind, LocalPresence, Member, encode_events
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol.channels import Channel
 
@@ -94,6 +96,9 @@ class Coordinator:
         self._backstops: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._beats_sent = 0
         self._beats_echoed = 0
+        # Join/leave notices of this pass by channel, and the task sending them.
+        self._notices: dict[str, tuple[Channel, list[tuple[EventKind, Member]]]] = {}
+        self._announcing: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -119,7 +124,13 @@ class Coordinator:
         await self._beat(hello=True)
 
     async def stop(self) -> None:
+        if self._announcing is not None:
+            # The leaves of the connections just closed go out before this replica does.
+            timeout = self._live.config.presence.request_timeout_seconds
+            await asyncio.wait({self._announcing}, timeout=timeout)
         pending = set(self._tasks) | {task for _, task in self._backstops.values()}
+        if self._announcing is not None:
+            pending.add(self._announcing)
         # nats-py may swallow a cancellation inside a JetStream call; cancel until it sticks.
         for _ in range(50):
             if not pending:
@@ -191,12 +202,34 @@ class Coordinator:
 
     # -- join/leave --------------------------------------------------------------------------
 
-    async def announce(self, kind: EventKind, channel: Channel, member: Member) -> None:
-        """Tell every replica following `channel`; lost if NATS is down (presence stays right)."""
+    def announce(self, kind: EventKind, channel: Channel, member: Member) -> None:
+        """Tell every replica following `channel`, with the other notices of this pass.
+
+        Lost if NATS is down (presence stays right). Notices of one channel keep their
+        order: one task sends them all, one channel's pending notices in one message.
+        """
+        pending = self._notices.get(channel.name)
+        if pending is None:
+            pending = self._notices[channel.name] = (channel, [])
+        pending[1].append((kind, member))
+        if self._announcing is None:
+            self._announcing = asyncio.create_task(
+                self._announce_pending(), name="neurelay-notices"
+            )
+
+    async def _announce_pending(self) -> None:
         try:
-            await self._bus.announce(channel, encode_event(kind, member), {EVENT_HEADER: kind})
-        except BusError as e:
-            self._log.debug("%s on %s not announced: %s", kind, channel.name, e)
+            await asyncio.sleep(0)  # after the arrivals already ready in this pass
+            while self._notices:
+                notices, self._notices = self._notices, {}
+                for channel, events in notices.values():
+                    try:
+                        for data in encode_events(events, PART_BYTES):
+                            await self._bus.announce(channel, data, {EVENT_HEADER: "batch"})
+                    except BusError as e:
+                        self._log.debug("notices on %s not announced: %s", channel.name, e)
+        finally:
+            self._announcing = None
 
     # -- heartbeats --------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from neurelay.gateway.bus import Bus
 from neurelay.gateway.envelopes import message_frame
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox
-from neurelay.gateway.presence import EVENT_HEADER, Member, Roster, decode_event
+from neurelay.gateway.presence import EVENT_HEADER, Member, Roster, decode_events
 from neurelay.gateway.replaying import History
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol import frames
@@ -334,17 +334,18 @@ class Hub:
 
     def _on_event(self, feed: Feed, data: bytes) -> None:
         try:
-            kind, member = decode_event(data)
+            events = decode_events(data)
         except ValueError as e:
             self._log.warning("dropped a malformed notice on %s: %s", feed.channel.name, e)
             return
         name = feed.channel.name
-        if kind == "join":
-            self.roster.joined(name, member)
-            self._tell(feed, frames.join(name, member.entry()), member.connection)
-        else:
-            self.roster.left(name, member.connection)
-            self._tell(feed, frames.leave(name, member.entry()), member.connection)
+        for kind, member in events:
+            if kind == "join":
+                self.roster.joined(name, member)
+                self._tell(feed, frames.join(name, member.entry()), member.connection)
+            else:
+                self.roster.left(name, member.connection)
+                self._tell(feed, frames.leave(name, member.entry()), member.connection)
 
     def seed(self, channel: Channel, members: list[Member], *, announce: bool = False) -> None:
         """Members other replicas hold in `channel`, learnt by asking them.

@@ -12,8 +12,8 @@ instead of encoding dicts (see `Listing`). `Roster` is what this replica
 has heard of the members of the channels it follows in join/leave
 namespaces: it lets the replica send `leave` for the connections of a
 replica that died without saying so.
-`encode_event`/`decode_event` are the join/leave notices replicas publish on
-a channel's live subject.
+`encode_events`/`decode_events` are the join/leave notices replicas publish
+on a channel's live subject, those of one channel and one pass together.
 """
 
 from __future__ import annotations
@@ -302,16 +302,41 @@ class Roster:
         return gone
 
 
-def encode_event(kind: EventKind, member: Member) -> bytes:
-    return orjson.dumps({"e": kind, **member.wire()})
+def encode_events(events: Iterable[tuple[EventKind, Member]], limit: int) -> list[bytes]:
+    """Notices as JSON arrays of `{"e": kind, …member}`, each at most `limit` bytes.
+
+    (One notice larger than `limit` travels alone.) A replica sends the notices of one
+    channel from one pass of its loop together, so an arrival costs no NATS message of
+    its own.
+    """
+    batches: list[bytes] = []
+    batch: list[bytes] = []
+    size = 0
+    for kind, member in events:
+        encoded = orjson.dumps({"e": kind, **member.wire()})
+        if batch and size + len(encoded) + 1 > limit:
+            batches.append(b"[" + b",".join(batch) + b"]")
+            batch, size = [], 0
+        batch.append(encoded)
+        size += len(encoded) + 1
+    if batch:
+        batches.append(b"[" + b",".join(batch) + b"]")
+    return batches
 
 
-def decode_event(data: bytes) -> tuple[EventKind, Member]:
-    """Raises ValueError for anything that is not a join/leave notice."""
+def decode_events(data: bytes) -> list[tuple[EventKind, Member]]:
+    """The notices of one message, in order (a list, or one notice alone).
+
+    Raises ValueError for anything that is not a join/leave notice.
+    """
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise ValueError(f"not JSON: {e}") from e
+    return [_event(item) for item in (obj if isinstance(obj, list) else [obj])]
+
+
+def _event(obj: object) -> tuple[EventKind, Member]:
     kind = obj.get("e") if isinstance(obj, dict) else None
     if kind == "join":
         return "join", Member.from_wire(obj)

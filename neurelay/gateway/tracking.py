@@ -81,18 +81,18 @@ class Tracker:
         if self._hub.needs_seed(channel):
             self._spawn(self._seed(channel))
         if new:
-            await self.coordinator.announce("join", channel, member)
+            self.coordinator.announce("join", channel, member)
 
     async def unsubscribed(self, channel: Channel, connection: str) -> None:
         member = self.coordinator.local.remove(channel.name, connection)
         if member is not None and self._join_leave(channel):
-            await self.coordinator.announce("leave", channel, member)
+            self.coordinator.announce("leave", channel, member)
 
     async def disconnected(self, connection: str) -> None:
         for name, member in self.coordinator.local.remove_connection(connection):
             channel = parse_channel(name)
             if self._join_leave(channel):
-                await self.coordinator.announce("leave", channel, member)
+                self.coordinator.announce("leave", channel, member)
 
     def _join_leave(self, channel: Channel) -> bool:
         namespace = self._live.config.namespaces.get(channel.namespace)

@@ -21,8 +21,8 @@ from neurelay.gateway.presence import (
     LocalPresence,
     Member,
     Roster,
-    decode_event,
-    encode_event,
+    decode_events,
+    encode_events,
     order_key,
     user_digest,
 )
@@ -192,19 +192,44 @@ def test_roster_drops_the_members_of_a_dead_replica_only() -> None:
     assert roster.left("agent:1", "c1") == member("alice", "c1", "r1")
 
 
-def test_join_and_leave_notices_round_trip() -> None:
+def test_join_and_leave_notices_of_one_pass_travel_together_in_order() -> None:
     alice = member("alice", "c1", info={"avatar": "a.png"})
-    assert decode_event(encode_event("join", alice)) == ("join", alice)
-    assert decode_event(encode_event("leave", alice)) == ("leave", alice)
+    bob = member("bob", "c2", "r2")
+    events = [("join", alice), ("join", bob), ("leave", alice)]
+
+    [data] = encode_events(events, limit=10_000)
+
+    assert decode_events(data) == events
+
+
+def test_notices_past_the_limit_are_cut_into_several_messages_in_order() -> None:
+    events = [("join", member(f"u{n}", f"c{n}", info={"pad": "x" * 50})) for n in range(40)]
+
+    batches = encode_events(events, limit=500)
+
+    assert len(batches) > 4
+    assert all(len(data) <= 500 for data in batches)
+    assert [event for data in batches for event in decode_events(data)] == events
+
+
+def test_a_single_notice_as_older_replicas_send_it_is_read() -> None:
+    data = orjson.dumps({"e": "leave", "u": "alice", "c": "c1", "r": "r1", "i": None})
+    assert decode_events(data) == [("leave", member("alice", "c1"))]
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"not json", b"[]", b'{"e": "publish"}', b'{"e": "join", "u": 1, "c": "c", "r": "r"}'],
+    [
+        b"not json",
+        b"[1]",
+        b'{"e": "publish"}',
+        b'{"e": "join", "u": 1, "c": "c", "r": "r"}',
+        b'[{"e": "join", "u": "a", "c": "c", "r": "r"}, {"e": "x"}]',
+    ],
 )
 def test_anything_else_on_the_subject_is_not_a_notice(data: bytes) -> None:
     with pytest.raises(ValueError, match=r"not|member"):
-        decode_event(data)
+        decode_events(data)
 
 
 def test_a_large_answer_is_split_and_gathered_back_whole() -> None:

@@ -157,6 +157,42 @@ async def test_join_and_leave_reach_other_replicas_but_not_the_connection_itself
     assert not [f for f in joiner.unread if f["type"] == "join" and f["user"] == "bob"]
 
 
+async def test_a_burst_of_arrivals_and_departures_reaches_every_watcher_exactly_once(
+    gateway_process, connect, token
+):
+    replicas = await three(gateway_process)
+    watchers = []
+    for n, replica in enumerate(replicas):
+        watcher = await connect(replica.ws_url, token(user=f"watcher{n}"))
+        await watcher.request({"type": "subscribe", "channel": "conversation:burst"})
+        watchers.append(watcher)
+    await asyncio.sleep(0.3)  # the watchers' own joins have gone by
+    for watcher in watchers:
+        await watcher.request({"type": "ping"})
+        watcher.unread.clear()
+    crowd = [
+        await connect(replicas[n % 3].ws_url, token(user=f"u{n}", info={"n": n})) for n in range(24)
+    ]
+
+    # Sent at once, so that each replica has several arrivals of one channel in one pass.
+    await asyncio.gather(
+        *(c.send({"type": "subscribe", "channel": "conversation:burst"}) for c in crowd)
+    )
+    joins = [[await next_of(w, "join") for _ in crowd] for w in watchers]
+    await asyncio.gather(*(c.ws.close() for c in crowd))
+    leaves = [[await next_of(w, "leave") for _ in crowd] for w in watchers]
+    for watcher in watchers:
+        await watcher.request({"type": "ping"})  # anything duplicated would be read by now
+
+    everyone = sorted((f"u{n}", {"n": n}) for n in range(24))
+    for got_joins, got_leaves, watcher in zip(joins, leaves, watchers, strict=True):
+        assert sorted((f["user"], f["info"]) for f in got_joins) == everyone
+        assert sorted((f["user"], f["info"]) for f in got_leaves) == everyone
+        assert len({f["connection"] for f in got_joins}) == 24
+        assert {f["connection"] for f in got_leaves} == {f["connection"] for f in got_joins}
+        assert [f for f in watcher.unread if f["type"] in ("join", "leave")] == []
+
+
 async def test_a_connection_never_receives_its_own_join(gateway_process, connect, token):
     replicas = await three(gateway_process)
     alone = await connect(replicas[0].ws_url, token(user="alice"))
