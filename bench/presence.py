@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import orjson
 import yaml
 
@@ -50,6 +51,7 @@ SECRET = "bench-presence-secret-" + "p" * 32
 CROWD = "crowd:all"  # presence on, join/leave off: the members arrive without a storm
 STORM = "conversation:storm"
 STEADY = "agent:steady"
+PEER_CROWD = "conversation:crowd"  # Centrifugo's bench namespaces have presence on
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -139,12 +141,14 @@ class Members:
         count: int,
         prefix: str,
         arrival_seconds: float = 0.0,
+        protocol: str = "neurelay",
+        secret: str = SECRET,
     ) -> None:
         self.config = {
             "mode": "members",
-            "protocol": "neurelay",
+            "protocol": protocol,
             "url": urls[0],
-            "secret": SECRET,
+            "secret": secret,
             "subscribers": count,
             "connect_concurrency": 64,
             "time_limit_seconds": 900,
@@ -258,6 +262,64 @@ async def measure_presence(
     return results
 
 
+async def measure_centrifugo(members: int, queries: int) -> dict[str, Any]:
+    """The same `presence` and `presence_stats` on Centrifugo: one node, memory engine."""
+    from bench import systems
+
+    centrifugo = systems.Centrifugo("centrifugo", None)
+    centrifugo.go_procs = 1  # one core's worth of threads, as every server on this page
+    centrifugo.start()
+    crowd = Members(
+        [centrifugo.url], [PEER_CROWD], members, "m", protocol="centrifugo", secret=systems.SECRET
+    )
+    results: dict[str, Any] = {"system": f"centrifugo {systems.CENTRIFUGO_VERSION}"}
+    try:
+        await crowd.arrive()
+        token = jwt.encode({"sub": "asker", "exp": int(time.time()) + 3600}, systems.SECRET)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(centrifugo.url, max_msg_size=0) as ws,
+        ):
+            command_id = 0
+
+            async def command(kind: str) -> tuple[float, dict[str, Any]]:
+                nonlocal command_id
+                command_id += 1
+                started = time.perf_counter()
+                body = {"channel": PEER_CROWD} if kind != "connect" else {"token": token}
+                await ws.send_bytes(orjson.dumps({"id": command_id, kind: body}))
+                while True:
+                    message = await ws.receive()
+                    for line in message.data.splitlines():
+                        reply = orjson.loads(line)
+                        if not reply:
+                            await ws.send_bytes(b"{}")  # the server's ping
+                        elif reply.get("id") == command_id:
+                            if "error" in reply:
+                                raise RuntimeError(f"centrifugo: {reply['error']}")
+                            return time.perf_counter() - started, reply[kind]
+
+            await command("connect")
+            for kind in ("presence", "presence_stats"):
+                await command(kind)  # not timed: warms the path
+                times, last = [], {}
+                for _ in range(queries):
+                    elapsed, last = await command(kind)
+                    times.append(elapsed)
+                results[kind] = summary(times)
+                if kind == "presence":
+                    results["listed"] = len(last.get("presence", {}))
+                else:
+                    results["stats"] = {
+                        "users": last.get("num_users"),
+                        "connections": last.get("num_clients"),
+                    }
+    finally:
+        await crowd.leave()
+        centrifugo.stop()
+    return results
+
+
 async def steady_latencies(
     http: aiohttp.ClientSession,
     urls: list[str],
@@ -360,7 +422,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     for k in args.storm_channels.split(",")
                     if k
                 ]
-    return {"gateways": 3, "presence": presence, "storms": storms}
+    # After the gateways are gone, so that it has the machine to itself as they had.
+    peers = [
+        await measure_centrifugo(args.members, args.queries) for _ in args.peers.split(",") if _
+    ]
+    return {"gateways": 3, "presence": presence, "storms": storms, "peers": peers}
 
 
 SECTION = """
@@ -409,6 +475,15 @@ Centrifugo's published presence figures are for its Redis and Tarantool engines 
 hardware, and are not comparable number for number; no Centrifugo ran in this run.
 """
 
+CENTRIFUGO_TEXT = """\
+{system} ran the same requests in the same run, after the gateways had stopped: one node
+(one Go process, GOMAXPROCS=1), memory engine, its members held by the same load generator on one
+connection each, asked by the same kind of Python client over its JSON protocol. It keeps
+presence in one process's memory, so it answers without asking anyone else; the gateways ask
+their two peers over NATS and merge, which is the price of three replicas. Its entries carry
+no `info` here (the members' tokens have none), the gateways' do.
+"""
+
 
 def _row(label: str, figures: dict[str, float]) -> str:
     cells = " | ".join(f"{figures[key]} ms" for key in ("p50_ms", "p99_ms", "max_ms"))
@@ -434,6 +509,15 @@ def section(size: str) -> str:
         where = f"{storm['storm_channels']:,} channel(s)"
         rows.append(_row(f"other channel, before the storm over {where}", storm["baseline"]))
         rows.append(_row(f"other channel, during the storm over {where}", storm["during_storm"]))
+    for peer in result.get("peers", ()):
+        rows.append(
+            _row(
+                f"{peer['system']}: `presence`, {members:,} members on one node, "
+                f"full list of {peer['listed']:,}",
+                peer["presence"],
+            )
+        )
+        rows.append(_row(f"{peer['system']}: `presence_stats`", peer["presence_stats"]))
     worst = max(presence["presence"]["p99_ms"], presence["presence_msgpack"]["p99_ms"])
     best = max(presence["presence"]["p50_ms"], presence["presence_msgpack"]["p50_ms"])
     goal = (
@@ -447,15 +531,22 @@ def section(size: str) -> str:
         rows="".join(rows),
         goal=goal,
         storms="\n".join(STORM_TEXT.format(**storm) for storm in storms),
-        centrifugo=CENTRIFUGO_ABSENT,
+        centrifugo="".join(CENTRIFUGO_TEXT.format(**peer) for peer in result.get("peers", ()))
+        or CENTRIFUGO_ABSENT,
     )
 
 
 # Per size: members in the presence channel, presence requests timed, storm clients and
 # the seconds they arrive in. `full` is the goal of issue 12's "Performance and limits".
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": {"members": 9, "queries": 3, "storm": 6, "storm_seconds": 1.0},
-    "full": {"members": 10_000, "queries": 50, "storm": 5_000, "storm_seconds": 10.0},
+    "tiny": {"members": 9, "queries": 3, "storm": 6, "storm_seconds": 1.0, "peers": ""},
+    "full": {
+        "members": 10_000,
+        "queries": 50,
+        "storm": 5_000,
+        "storm_seconds": 10.0,
+        "peers": "centrifugo",
+    },
 }
 
 
@@ -473,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: one storm per value, its clients spread over that many channels",
     )
     parser.add_argument("--steady-rate", type=float, default=50.0, help="messages per second")
+    parser.add_argument(
+        "--peers", help="'centrifugo' to measure the same presence on Centrifugo, '' for none"
+    )
     parser.add_argument("--results", type=Path, help="directory for results (bench/results)")
     args = parser.parse_args(argv)
     for name, value in SIZES[args.size].items():

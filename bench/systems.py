@@ -368,6 +368,7 @@ class Centrifugo(System):
             "allow_subscribe_for_client": True,
             "allow_publish_for_client": True,
             "presence": True,
+            "allow_presence_for_client": True,  # as Neurelay: whoever may subscribe may ask
         }
         config = {
             "http_server": {"address": "127.0.0.1", "port": port},

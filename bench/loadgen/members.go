@@ -36,6 +36,7 @@ type memberConn struct {
 	ws         *websocket.Conn
 	subscribed chan error
 	closing    atomic.Bool
+	peer       *Conn // a Centrifugo member, held through the load generator's own client
 }
 
 type memberCounts struct {
@@ -55,6 +56,28 @@ func memberToken(secret, user string) string {
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write([]byte(signing))
 	return signing + "." + enc.EncodeToString(mac.Sum(nil))
+}
+
+// joinPeerMember holds a member of a peer system (Centrifugo) with the load generator's client.
+func joinPeerMember(cfg *Config, url, user, channel string, rec *Recorder, ctr *Counters) (*memberConn, error) {
+	c, err := Dial(cfg, url, user, false, rec, ctr)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Subscribe([]string{channel}, 60*time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &memberConn{peer: c}, nil
+}
+
+func (m *memberConn) close() {
+	if m.peer != nil {
+		m.peer.Close()
+		return
+	}
+	m.closing.Store(true)
+	m.ws.Close()
 }
 
 // joinMember connects, authenticates and subscribes one member; it then reads until closed.
@@ -131,6 +154,8 @@ func members(cfg *Config) {
 	}
 	n := cfg.Subscribers
 	counts := &memberCounts{}
+	ctr := &Counters{}
+	rec := NewRecorder(ctr)
 	conns := make([]*memberConn, n)
 	var done, failed atomic.Int64
 	var errMu sync.Mutex
@@ -149,7 +174,14 @@ func members(cfg *Config) {
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
 			url, channel := mc.URLs[i%len(mc.URLs)], mc.Channels[i%len(mc.Channels)]
-			m, err := joinMember(cfg, url, fmt.Sprintf("%s%d", mc.UserPrefix, i), channel, counts)
+			user := fmt.Sprintf("%s%d", mc.UserPrefix, i)
+			var m *memberConn
+			var err error
+			if cfg.Protocol == "centrifugo" {
+				m, err = joinPeerMember(cfg, url, user, channel, rec, ctr)
+			} else {
+				m, err = joinMember(cfg, url, user, channel, counts)
+			}
 			if err != nil {
 				failed.Add(1)
 				errMu.Lock()
@@ -184,8 +216,7 @@ func members(cfg *Config) {
 	}
 	joins, disconnects := counts.joins.Load(), counts.disconnects.Load()
 	for _, m := range conns {
-		m.closing.Store(true)
-		m.ws.Close()
+		m.close()
 	}
 	emit("done", map[string]any{
 		"members":         n,
