@@ -22,7 +22,7 @@ from neurelay.errors import BusError, BusUnavailable
 from neurelay.gateway.bus import Bus
 from neurelay.jetstream.streams import desired_stream
 from neurelay.jetstream.syncing import sync_stream
-from neurelay.protocol.channels import parse_channel
+from neurelay.protocol.channels import Channel, parse_channel
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 NODES = 3
@@ -72,6 +72,25 @@ async def _until_created(url: list[str], prefix: str) -> str:
     raise AssertionError("the stream did not get a leader")
 
 
+class _Futures:
+    """Tells the future given as each publish's key its outcome."""
+
+    def settle(
+        self, key: asyncio.Future[tuple[int, bool]], outcome: tuple[int, bool] | BusError
+    ) -> None:
+        if isinstance(outcome, BusError):
+            key.set_exception(outcome)
+        else:
+            key.set_result(outcome)
+
+
+async def _publish(bus: Bus, channel: Channel, message_key: str) -> tuple[int, bool]:
+    """(seq, duplicate) once JetStream answers; its BusError raised instead."""
+    ack: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+    await bus.publish(channel, b"{}", message_key, True, _Futures(), ack)
+    return await ack
+
+
 async def test_publishes_while_the_stream_elects_a_leader_are_only_ever_unavailable(
     nats_cluster: list[EmbeddedNats],
 ) -> None:
@@ -84,7 +103,7 @@ async def test_publishes_while_the_stream_elects_a_leader_are_only_ever_unavaila
     await bus.connect()
     channel = parse_channel("agent:a")
     try:
-        first, _ = await bus.publish(channel, b"{}", "before", keeps_history=True)
+        first, _ = await _publish(bus, channel, "before")
         next(
             node for node in nats_cluster if node.cluster and node.cluster.server_name == leader
         ).kill()
@@ -94,7 +113,7 @@ async def test_publishes_while_the_stream_elects_a_leader_are_only_ever_unavaila
         for n in range(40):
             while True:
                 try:
-                    seq, duplicate = await bus.publish(channel, b"{}", f"m{n}", keeps_history=True)
+                    seq, duplicate = await _publish(bus, channel, f"m{n}")
                 except BusError as e:
                     refusals.append(e)
                     await asyncio.sleep(0.1)
