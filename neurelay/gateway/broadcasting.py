@@ -12,7 +12,8 @@ So a delivery costs one `write` per subscriber and pass, whatever the number
 of messages, and no Python work per message and subscriber. Everyone else (a
 subscriber still reading its history, one that already has some of these
 messages, one whose connection has frames queued, a slow consumer, the
-member a notice is about) gets the pass message by message through its
+member a notice is about, and everyone when the pass is over
+`DIRECT_WRITE_LIMIT` bytes) gets the pass message by message through its
 outbox, as before, which keeps its order, its sequence filter and its
 bounds. A subscriber that catches up takes the shared path again once its
 outbox is empty, so it never overtakes its own queue.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from neurelay.gateway.outbox import Outbox, batches, websocket_frame
+from neurelay.gateway.outbox import DIRECT_WRITE_LIMIT, Outbox, batches, websocket_frame
 from neurelay.protocol.codecs import BATCH_FRAME_BYTES, Codec
 
 
@@ -125,11 +126,13 @@ class Broadcast:
                     wire = wires.get(codec)
                     if wire is None:
                         wire = wires[codec] = self.wire(codec)
-                    transport.write(wire)
-                    if last_seq:
-                        follower.last_seq = last_seq
-                    delivered += self.messages
-                    continue
+                    # A bigger pass goes the outbox's way, whose queue bounds a slow consumer.
+                    if len(wire) <= DIRECT_WRITE_LIMIT:
+                        transport.write(wire)
+                        if last_seq:
+                            follower.last_seq = last_seq
+                        delivered += self.messages
+                        continue
             delivered += self._send_each(follower, queue_frames)
         return delivered
 

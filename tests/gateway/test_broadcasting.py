@@ -39,6 +39,7 @@ LIMITS = {
     "messages_per_second": 100_000,
     "send_queue_frames": 100_000,
     "send_queue_bytes": 256 * 1024 * 1024,
+    "replay_bytes": 64 * 1024 * 1024,
 }
 
 
@@ -49,16 +50,22 @@ async def running(gateway_factory, make_config):
 
 @pytest.fixture
 def paths(monkeypatch) -> dict[int, list[bool]]:
-    """Per outbox (by id), whether each pass went the shared way (True) or one by one."""
+    """Per outbox (by id), the way each pass went: shared bytes (True) or one by one (False)."""
     taken: dict[int, list[bool]] = defaultdict(list)
-    idle_transport = Outbox.idle_transport
+    idle_transport, send_each = Outbox.idle_transport, Broadcast._send_each
 
-    def recording(outbox: Outbox) -> Any:
+    def recording_shared(outbox: Outbox) -> Any:
         transport = idle_transport(outbox)
-        taken[id(outbox)].append(transport is not None)
+        if transport is not None:  # the shared bytes are written to it
+            taken[id(outbox)].append(True)
         return transport
 
-    monkeypatch.setattr(Outbox, "idle_transport", recording)
+    def recording_each(broadcast: Broadcast, follower: Any, queue_frames: int) -> int:
+        taken[id(follower.outbox)].append(False)
+        return send_each(broadcast, follower, queue_frames)
+
+    monkeypatch.setattr(Outbox, "idle_transport", recording_shared)
+    monkeypatch.setattr(Broadcast, "_send_each", recording_each)
     return taken
 
 
@@ -119,7 +126,12 @@ async def test_subscribers_in_every_state_get_every_message_once_in_order_while_
     slow = await connect(running.ws_url, token(user="slow"), subprotocol=MSGPACK_BATCH_SUBPROTOCOL)
     await slow.request({"type": "subscribe", "channel": channel})
     publisher = await connect(running.ws_url, token(user="pub"))
-    payloads = [{"n": n, "pad": "m" * (8000 if n % 3 == 0 else 10)} for n in range(600)]
+    # First a few that everyone reads at once, while up to date.
+    warm = await _publish_all(publisher, channel, ["warm"] * 3)
+    for client in [*live, slow]:
+        assert [m["seq"] for m in await _messages(client, 3)] == warm
+    # Then 6 MB in all: more than the socket buffers of `slow`, which reads nothing meanwhile.
+    payloads = [{"n": n, "pad": "m" * (30_000 if n % 3 == 0 else 10)} for n in range(600)]
 
     async def read(client: Any) -> list[dict[str, Any]]:
         return await _messages(client, len(payloads))
@@ -150,18 +162,18 @@ async def test_subscribers_in_every_state_get_every_message_once_in_order_while_
         got = await reader
         assert [m["seq"] for m in got] == seqs
         assert [m["payload"]["n"] for m in got] == list(range(len(payloads)))
+    slow_outbox = _outbox_of(running, "slow")
     slow_got = await _messages(slow, len(payloads))
     assert [m["seq"] for m in slow_got] == seqs
     for client, since, head in resumers:
         first = since if since is not None else head
-        want = [s for s in seqs if s > first]
+        want = [s for s in warm + seqs if s > first]
         got = await _messages(client, len(want))
         assert [m["seq"] for m in got] == want
     for client in [*live, slow, *(r[0] for r in resumers)]:
         await _no_more_messages(client)
-    taken = [path for outbox in paths.values() for path in outbox]
-    assert True in taken  # both ways were exercised
-    assert False in taken
+    assert True in paths[slow_outbox]  # both ways were taken
+    assert False in paths[slow_outbox]
 
 
 @pytest.mark.parametrize("subprotocol", [JSON_SUBPROTOCOL, MSGPACK_BATCH_SUBPROTOCOL])
