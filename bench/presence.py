@@ -50,6 +50,7 @@ from neurelay.protocol.codecs import Codec, JsonCodec, MsgpackCodec
 SECRET = "bench-presence-secret-" + "p" * 32
 CROWD = "crowd:all"  # presence on, join/leave off: the members arrive without a storm
 STORM = "conversation:storm"
+QUIET_STORM = "quiet:storm"  # a namespace with neither presence nor join/leave: the control
 STEADY = "agent:steady"
 PEER_CROWD = "conversation:crowd"  # Centrifugo's bench namespaces have presence on
 
@@ -83,6 +84,7 @@ class Gateways:
                 "conversation": {"history_messages": 0, "presence": True, "join_leave": True},
                 "crowd": {"history_messages": 0, "presence": True},
                 "agent": {"history_messages": 0},
+                "quiet": {"history_messages": 0},
             },
             "presence": {"max_clients": max_clients},
             "log_level": "WARNING",
@@ -375,10 +377,12 @@ async def measure_storm(
     storm_seconds: float,
     rate: float,
     channels: int,
+    join_leave: bool = True,
 ) -> dict[str, Any]:
     baseline = await steady_latencies(http, urls, storm_seconds, rate)
+    prefix = STORM if join_leave else QUIET_STORM
     storm_members = Members(
-        urls, [f"{STORM}-{k}" for k in range(channels)], storm, "s", arrival_seconds=storm_seconds
+        urls, [f"{prefix}-{k}" for k in range(channels)], storm, "s", arrival_seconds=storm_seconds
     )
     arrived_all = asyncio.Event()
 
@@ -397,6 +401,7 @@ async def measure_storm(
     return {
         "storm_clients": storm,
         "storm_channels": channels,
+        "join_leave": join_leave,
         "storm_seconds": storm_seconds,
         "arrived_in_s": arrived["arrived_in_s"],
         "join_frames_delivered": ended["joins_received"],
@@ -417,7 +422,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 presence = await measure_presence(http, urls, args.members, args.queries)
                 storms = [
                     await measure_storm(
-                        http, urls, args.storm, args.storm_seconds, args.steady_rate, int(k)
+                        http,
+                        urls,
+                        args.storm,
+                        args.storm_seconds,
+                        args.steady_rate,
+                        int(k.removesuffix("-quiet")),
+                        join_leave=not k.endswith("-quiet"),
                     )
                     for k in args.storm_channels.split(",")
                     if k
@@ -470,6 +481,15 @@ gateways) took {p50_ratio} times as long at p50 and {p99_ratio} times at p99 as 
 storm (goal: at most 2).
 """
 
+QUIET_STORM_TEXT = """\
+Control: the same {storm_clients:,} clients over {storm_channels:,} channel(s) of a namespace
+with neither presence nor join/leave, subscribed within {arrived_in_s} s: delivery elsewhere
+took {p50_ratio} times as long at p50 and {p99_ratio} times at p99. What a storm costs beyond
+this is the cost of presence and join/leave; the rest is the connections' own (handshake,
+token, the per-user limit's key-value writes, subscribing) on the same two cores as the
+load generator.
+"""
+
 CENTRIFUGO_ABSENT = """\
 Centrifugo's published presence figures are for its Redis and Tarantool engines on other
 hardware, and are not comparable number for number; no Centrifugo ran in this run.
@@ -506,7 +526,9 @@ def section(size: str) -> str:
         _row("`presence_stats`, same channel", presence["presence_stats"]),
     ]
     for storm in storms:
-        where = f"{storm['storm_channels']:,} channel(s)"
+        where = f"{storm['storm_channels']:,} channel(s)" + (
+            "" if storm.get("join_leave", True) else " without join/leave (control)"
+        )
         rows.append(_row(f"other channel, before the storm over {where}", storm["baseline"]))
         rows.append(_row(f"other channel, during the storm over {where}", storm["during_storm"]))
     for peer in result.get("peers", ()):
@@ -530,7 +552,10 @@ def section(size: str) -> str:
         size=result.get("size", size),
         rows="".join(rows),
         goal=goal,
-        storms="\n".join(STORM_TEXT.format(**storm) for storm in storms),
+        storms="\n".join(
+            (STORM_TEXT if storm.get("join_leave", True) else QUIET_STORM_TEXT).format(**storm)
+            for storm in storms
+        ),
         centrifugo="".join(CENTRIFUGO_TEXT.format(**peer) for peer in result.get("peers", ()))
         or CENTRIFUGO_ABSENT,
     )
@@ -560,8 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storm-seconds", type=float, help="the window they arrive in")
     parser.add_argument(
         "--storm-channels",
-        default="1,100",
-        help="comma-separated: one storm per value, its clients spread over that many channels",
+        default="1,100,100-quiet",
+        help="comma-separated: one storm per value, its clients spread over that many channels "
+        "(K-quiet: of a namespace without presence and join/leave, the control)",
     )
     parser.add_argument("--steady-rate", type=float, default=50.0, help="messages per second")
     parser.add_argument(

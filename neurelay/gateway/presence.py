@@ -5,10 +5,11 @@ Pure data, no I/O. `Member` is one connection's entry in one channel
 `LocalPresence` is this replica's truth: every subscription of every local
 connection, whatever the namespace's settings, so switching `presence` on
 by a reload is answered at once; it answers the queries other replicas send
-(`answer`). Each entry is encoded once, in JSON and in MessagePack, when it
-enters, and kept in order of `order_key` with its channel's user count, so
-that answering a `presence` query of thousands of members copies bytes
-instead of encoding dicts (see `Listing`). `Roster` is what this replica
+(`answer`). Once a channel's presence has been asked for, each of its
+entries is encoded once, in JSON and in MessagePack, and kept in order of
+`order_key` with the channel's user count as members come and go, so that
+answering a `presence` query of thousands of members copies bytes instead
+of encoding dicts (see `Listing`). `Roster` is what this replica
 has heard of the members of the channels it follows in join/leave
 namespaces: it lets the replica send `leave` for the connections of a
 replica that died without saying so.
@@ -86,30 +87,40 @@ def order_key(user: str, connection: str) -> bytes:
 
 
 class _Listed:
-    """One channel's local members, their encoded entries in order, and its users."""
+    """One channel's local members and, once asked for, their index.
+
+    The index (entries encoded in order, users counted) is built at the first `presence`
+    or `presence_stats` query on the channel and kept up to date from then on, so channels
+    nobody asks about (most `user:` channels) cost neither the memory nor the encoding.
+    """
 
     __slots__ = ("answers", "entries", "keys", "members", "users")
 
     def __init__(self) -> None:
         self.members: dict[str, Member] = {}
-        self.keys: list[bytes] = []  # sorted
+        # The index, None until asked for.
+        self.keys: list[bytes] | None = None  # sorted
         self.entries: dict[bytes, tuple[bytes, bytes]] = {}  # key → (JSON, MessagePack)
         self.users: Counter[str] = Counter()  # user digest → connections
         self.answers: dict[tuple[bool, int], bytes] = {}  # (binary, limit) → answer
 
     def add(self, member: Member) -> None:
+        self.members[member.connection] = member
+        if self.keys is not None:
+            self._index(member, self.keys)
+            self.answers.clear()
+
+    def _index(self, member: Member, keys: list[bytes]) -> None:
         key = order_key(member.user, member.connection)
         entry = member.entry()
         self.entries[key] = (orjson.dumps(entry), msgpack.packb(entry, use_bin_type=True))
-        bisect.insort(self.keys, key)
-        self.members[member.connection] = member
+        bisect.insort(keys, key)
         self.users[user_digest(member.user)] += 1
-        self.answers.clear()
 
     def remove(self, connection: str) -> Member | None:
         member = self.members.pop(connection, None)
-        if member is None:
-            return None
+        if member is None or self.keys is None:
+            return member
         key = order_key(member.user, member.connection)
         del self.entries[key]
         del self.keys[bisect.bisect_left(self.keys, key)]
@@ -120,15 +131,22 @@ class _Listed:
         self.answers.clear()
         return member
 
+    def indexed(self) -> list[bytes]:
+        """The sorted keys, the index built first if it was not yet."""
+        if self.keys is None:
+            self.keys = []
+            for member in self.members.values():
+                self._index(member, self.keys)
+        return self.keys
+
     def listing(self, binary: bool, limit: int) -> bytes:
         """The first `limit` entries in order, as `Listing` carries them between replicas."""
         found = self.answers.get((binary, limit))
         if found is None:
+            keys = self.indexed()
             which = 1 if binary else 0
             entries = self.entries
-            found = Listing.pack(
-                len(self.keys), [(key, entries[key][which]) for key in self.keys[:limit]]
-            )
+            found = Listing.pack(len(keys), [(key, entries[key][which]) for key in keys[:limit]])
             self.answers[binary, limit] = found
         return found
 
@@ -197,6 +215,7 @@ class LocalPresence:
         if kind == "stats":
             if listed is None:
                 return {"users": [], "connections": 0}
+            listed.indexed()
             return {"users": list(listed.users), "connections": len(listed.members)}
         if kind == "channels":
             namespace = query.get("namespace")

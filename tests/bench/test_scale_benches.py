@@ -65,6 +65,7 @@ def test_presence_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads((tmp_path / "latest-presence-tiny.json").read_text())
     assert (result["presence"]["listed"], result["presence"]["stats"]["users"]) == (9, 9)
-    one_channel, spread = result["storms"]
+    one_channel, spread, quiet = result["storms"]
     assert one_channel["join_frames_delivered"] == 6 * 5 // 2
     assert spread["storm_channels"] == 100
+    assert (quiet["join_leave"], quiet["join_frames_delivered"]) == (False, 0)

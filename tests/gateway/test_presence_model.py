@@ -155,13 +155,14 @@ def test_removing_a_connection_returns_every_channel_it_was_in_and_forgets_them(
 def test_stats_count_users_by_digest_and_connections() -> None:
     table = LocalPresence()
     table.add("agent:1", member("alice", "c1"))
-    table.add("agent:1", member("alice", "c2"))
-
     table.add("agent:1", member("bob", "c3"))
-    table.remove("agent:1", "c3")
+    first = table.answer({"q": "stats", "channel": "agent:1"})  # counted from here on
 
+    table.add("agent:1", member("alice", "c2"))
+    table.remove("agent:1", "c3")
     answer = table.answer({"q": "stats", "channel": "agent:1"})
 
+    assert first == {"users": [user_digest("alice"), user_digest("bob")], "connections": 2}
     assert answer == {"users": [user_digest("alice")], "connections": 2}
 
 
