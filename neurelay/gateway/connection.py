@@ -194,6 +194,11 @@ class Connection:
 
     async def execute(self, actions: list[Action]) -> None:
         for action in actions:
+            replies = self._replies
+            if replies is not None and replies.held >= MAX_HELD:
+                # Its frames stay unread until acks come: a client cannot pile up publishes,
+                # or refusals behind them, faster than JetStream answers.
+                await replies.below(MAX_HELD)
             if isinstance(action, PublishMessage):
                 await self._publish(action)
                 continue
@@ -201,7 +206,6 @@ class Connection:
                 self._reply(action.frame)
                 continue
             # What follows must not overtake the publishes before it: their replies go first.
-            replies = self._replies
             if replies is not None and replies.held:
                 await replies.below(1)
             if isinstance(action, Close):
@@ -287,8 +291,6 @@ class Connection:
         if replies is None:
             # Made at the first publish: a connection that only listens never holds one.
             replies = self._replies = Replies(self._send)
-        elif replies.held >= MAX_HELD:
-            await replies.below(MAX_HELD)
         channel = action.channel
         await self.gateway.publish(
             principal.user,

@@ -191,6 +191,28 @@ async def test_no_publish_is_acknowledged_before_jetstream_acknowledges_it(
     assert [r["seq"] for r in replies[:5]] == list(range(first["seq"] + 1, first["seq"] + 6))
 
 
+async def test_a_client_outpacing_the_acks_is_read_no_further_and_loses_no_reply(
+    proxy, make_config, gateway_factory, connect, token
+):
+    running = await gateway_factory(make_config(nats_url=proxy.url, limits=PLENTY))
+    client = await connect(running.ws_url, token())
+    await client.request({"type": "publish", "channel": "agent:flood", "payload": 0})
+    [connection] = running.gateway.connections
+
+    proxy.hold_down()  # no ack comes: every reply after the publish waits for it
+    await client.send({"type": "publish", "channel": "agent:flood", "payload": 1, "id": "p"})
+    pings = MAX_HELD + 100
+    for n in range(pings):
+        await client.send({"type": "ping", "id": n})
+    await until(lambda: connection._replies.held == MAX_HELD, "the replies held at the bound")
+    await asyncio.sleep(0.2)  # the rest of the pings have had time to be read, were they read
+    assert connection._replies.held == MAX_HELD
+
+    proxy.release_down()
+    replies = [await client.recv() for _ in range(1 + pings)]
+    assert [r["id"] for r in replies] == ["p", *range(pings)]
+
+
 async def test_nats_restarted_mid_publish_loses_nothing_acknowledged(
     own_nats, make_config, gateway_factory, connect, token
 ):
