@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -446,7 +447,9 @@ SECTION = """
 _Run {started}: `python -m bench.presence --size {size}`; three gateway processes and one NATS
 on the shared two-core machine. The members, and the storm's clients, are Go connections
 (`loadgen`, `members` mode) spread over the three gateways; each timed request comes from one
-separate Python client, and its decoding of the reply is part of the figure._
+separate Python client, and its decoding of the reply is part of the figure. The machine's
+one-minute load average was {load} (other work shared it), so read the figures as orders of
+magnitude._
 
 | measure | p50 | p99 | max |
 |---|---|---|---|
@@ -467,7 +470,11 @@ loop as one NATS message, so a storm costs NATS a message per channel per pass i
 one per arrival; what stays is the fan-out itself: n arrivals in one channel are n(n-1)/2
 `join` frames (12.5 million for 5,000), which the gateways encode once per channel and
 write to every subscriber, with delivery elsewhere waiting behind them. Spread over 100
-channels the same arrivals cost 1/100 of that.
+channels the same arrivals cost 1/100 of that. A py-spy profile of one gateway during the
+100-channel storm (run of 2026-11-30, 14:50 UTC) put presence and the notices (tracking,
+announcing, decoding) at about 3 % of its samples, the per-user limit's key-value reads and
+writes at 14 %, token checks at 6 % and writing the `join` frames at 18 %: the storm's cost
+is the connections' own and the fan-out, which the control storm above shows too.
 
 {centrifugo}
 """
@@ -550,6 +557,8 @@ def section(size: str) -> str:
     return SECTION.format(
         started=result["started"],
         size=result.get("size", size),
+        load=" at the start, ".join(map(str, result.get("load_average", ["?", "?"])))
+        + " at the end",
         rows="".join(rows),
         goal=goal,
         storms="\n".join(
@@ -602,7 +611,9 @@ def main(argv: list[str] | None = None) -> int:
         report.RESULTS = args.results
     raise_open_files()
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    load_before = os.getloadavg()[0]
     results = {"started": started, "size": args.size, **asyncio.run(run(args))}
+    results["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     report.RESULTS.mkdir(exist_ok=True)
     path = report.RESULTS / f"latest-presence-{args.size}.json"
     path.write_text(json.dumps(results, indent=1), encoding="utf-8")
