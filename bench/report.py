@@ -862,6 +862,35 @@ comparison with `python -m bench fanout --systems neurelay,neurelay@git:ed828a2`
 The profile below shows where the time goes now: the socket writes
 themselves.
 
+Commit f2ce538 (neurelay/gateway/broadcasting.py, hub.py) took the Python
+work per message and subscriber out of fan-out. The hub collects what a channel brings
+during one pass of the event loop (messages, and join/leave notices) and at
+the end of the pass builds its wire bytes once per wire format (JSON or
+MessagePack, a frame per message or `+batch` frames, header included:
+server frames are unmasked); every subscriber that is up to date (live,
+needing every message of the pass, nothing of its connection gathered or
+queued, socket buffer under 64 KiB, the pass itself under 64 KiB) gets that
+same bytes object in one `write`. The others (reading their history, slow,
+the member a notice is about, or a pass over 64 KiB) get the pass message by
+message through their outbox as before, so order, `seq` continuity, gap
+repair, resume and 4005 are unchanged; one that catches up takes the shared
+path again once its outbox is empty. A delivery then costs one `write` per
+subscriber and pass, whatever the number of messages in it; the n(n-1)/2
+`join` frames of n arrivals in one channel are likewise encoded once each and
+reach each member in one `write` per pass, not one `push` per frame and member.
+Before and after in one run (30 Nov 2026, best of 2 interleaved runs each,
+`python -m bench fanout --subscribers 1000 --repeat 2 --systems
+neurelay,neurelay-batch,nats,ceiling,neurelay@git:69daf3b,neurelay-batch@git:69daf3b`,
+load average 6 to 10 from other work, so every server got half a core or
+less): fan-out to 1,000 went from 676k to 940k deliveries/s plain and from
+75k to 369k batched; NATS and `ceiling` reached 85k and 106k in that run,
+far below their quiet-machine figures, so the ratios to them are not
+meaningful there and the table above (one quiet run) is the one to judge
+them by. The profile now shows the `write` of the shared bytes as more than
+half of the gateway's samples: what is left is one system call per
+subscriber and pass, and the Python around it (the checks of
+`Outbox.idle_transport`, about a tenth).
+
 The connection storm pointed at the listener: aiohttp's default accept
 backlog is 128, so when thousands of clients connect at once SYNs are
 dropped and retried after 1, 3, 7, 15 s… (NATS listens with the kernel's
@@ -901,14 +930,10 @@ WebSocketResponse's attribute dict ~1.6 KB, its reader queue and parser
 ~1.5 KB, two tasks and their frames ~2.5 KB) and uvloop's transport.
 
 `neurelay-batch` in the fan-out table is the same gateway with its clients
-on `neurelay.v1.json+batch`. Batching does not lift the gateway's own
-ceiling much: it already wrote all of a connection's frames of one
-event-loop pass in one `write`, so frames were never its per-message cost;
-what batching saves is the client's per-frame work. The gateway's cost is
-the Python work per delivery (one `push` per message per subscriber).
-Batching per channel rather than per connection, one joined frame built
-once per pass and written to every subscriber that is up to date, would
-remove that, as NATS does; it is not built.
+on `neurelay.v1.json+batch`. The gateway builds a channel's batched frames
+of one event-loop pass once and writes the same bytes to every subscriber
+that is up to date (see "Optimisations"), as NATS does; what batching adds
+over the plain subprotocol is fewer frames for the client to read.
 """
 
 REPLAYING = """
