@@ -4,9 +4,10 @@ Three things travel between replicas, all on core NATS under the gateway's
 subject prefix, none needing new infrastructure:
 
 - `<prefix>.p.ask`: a presence query or a server API command, sent once and
-  answered by every replica (this one too) on the asker's inbox, in parts
-  (`gathering.split`); the asker waits until every replica it knows to be
-  alive has answered, or `presence.request_timeout_seconds`.
+  answered by every other replica on the asker's inbox, in parts
+  (`gathering.split`), and by the asker itself directly; the asker waits
+  until every replica it knows to be alive has answered, or
+  `presence.request_timeout_seconds`.
 - `<prefix>.p.beat`: each replica's sign of life every third of
   `presence.ttl_seconds`. A replica silent for five sixths of the TTL (looked
   at every sixth, so within the TTL of its last beat) is taken for dead and
@@ -48,7 +49,7 @@ from nats.aio.subscription import Subscription
 from neurelay.errors import BusError, ProtocolError
 from neurelay.gateway.admission import user_key
 from neurelay.gateway.bus import Bus
-from neurelay.gateway.gathering import PART_BYTES, Gathering, Peers, split
+from neurelay.gateway.gathering import PART_BYTES, REPLICA_HEADER, Gathering, Peers, split
 from neurelay.gateway.presence import EVENT_HEADER, EventKind, LocalPresence, Member, encode_events
 from neurelay.gateway.settings import LiveSettings
 from neurelay.protocol.channels import Channel
@@ -169,10 +170,17 @@ class Coordinator:
         inbox = bus.new_inbox()
         subscription = await bus.listen(inbox, on_part)
         try:
-            await bus.send(bus.subject("ask"), orjson.dumps(query), reply=inbox)
-            timeout = self._live.config.presence.request_timeout_seconds
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(complete.wait(), timeout)
+            await bus.send(
+                bus.subject("ask"), orjson.dumps(query), {REPLICA_HEADER: self.replica}, inbox
+            )
+            # This replica's own part is taken here rather than sent to itself through NATS.
+            own = await self._answer(query)
+            if own is not None:
+                gathering.take(self.replica, own if isinstance(own, bytes) else orjson.dumps(own))
+            if not gathering.done:
+                timeout = self._live.config.presence.request_timeout_seconds
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(complete.wait(), timeout)
         finally:
             await bus.unfollow(subscription)
         if not gathering.done:
@@ -180,19 +188,28 @@ class Coordinator:
             self._log.warning("no answer in time from replica(s) %s", ", ".join(missing))
         return gathering
 
-    async def _on_ask(self, msg: Msg) -> None:
-        if not msg.reply:
-            return
+    async def _answer(self, query: object) -> dict[str, Any] | bytes | None:
+        """This replica's answer to a query or command; None (logged) when it is malformed."""
         try:
-            query = orjson.loads(msg.data)
             if not isinstance(query, dict):
                 raise ValueError("a query must be an object")
             if "cmd" in query:
-                body: dict[str, Any] | bytes = {"connections": await self._on_command(query)}
-            else:
-                body = self.local.answer(query)
+                return {"connections": await self._on_command(query)}
+            return self.local.answer(query)
         except (ValueError, TypeError, ProtocolError) as e:
-            self._log.warning("ignored a malformed query from another replica: %s", e)
+            self._log.warning("ignored a malformed query: %s", e)
+            return None
+
+    async def _on_ask(self, msg: Msg) -> None:
+        if not msg.reply or (msg.headers or {}).get(REPLICA_HEADER) == self.replica:
+            return  # an asker answers itself (see `_gather`)
+        try:
+            query = orjson.loads(msg.data)
+        except orjson.JSONDecodeError as e:
+            self._log.warning("ignored a query that is not JSON: %s", e)
+            return
+        body = await self._answer(query)
+        if body is None:
             return
         try:
             for headers, data in split(body, self.replica):

@@ -76,6 +76,10 @@ class Gathering:
         if parts.total == total:
             parts.pieces[index] = data
 
+    def take(self, replica: str, data: bytes) -> None:
+        """A whole answer that did not travel in parts (the asker's own)."""
+        self.accept({REPLICA_HEADER: replica, PART_HEADER: "0/1"}, data)
+
     @property
     def done(self) -> bool:
         return all(r in self._parts and self._parts[r].complete for r in self.expected)

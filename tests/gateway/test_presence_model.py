@@ -247,6 +247,18 @@ def test_a_large_answer_is_split_and_gathered_back_whole() -> None:
     assert gathering.answers() == {"r1": body}
 
 
+def test_the_askers_own_answer_is_taken_whole_beside_the_others_parts() -> None:
+    gathering = Gathering(["me", "r2"])
+    gathering.take("me", b'{"n": 1}')
+    assert not gathering.done
+
+    for headers, data in split({"n": 2}, "r2", part_bytes=3):
+        gathering.accept(headers, data)
+
+    assert gathering.done
+    assert gathering.answers() == {"me": {"n": 1}, "r2": {"n": 2}}
+
+
 def test_gathering_waits_for_every_known_replica_and_any_unknown_one_that_answers() -> None:
     gathering = Gathering(["r1", "r2"])
     for headers, data in split({"n": 1}, "r1") + split({"n": 3}, "r3"):
