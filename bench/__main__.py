@@ -45,7 +45,7 @@ MINUTES_PER_RUN = {
     "profile": 1.2,
     "admission": 2.0,
     "publishing": 2.0,
-    "presence": 2.0,
+    "presence": 4.0,
     "replaying": 1.0,
 }
 MODULES = ("admission", "publishing", "presence", "replaying")
@@ -372,7 +372,7 @@ MODULE_ARGS = {
             "--storm-seconds",
             "1",
             "--storm-channels",
-            "1",
+            "1,2-subscribe,2-subscribe-quiet",
         ],
     },
     "replaying": {"full": [], "tiny": ["--retained", "500", "--tries", "5"]},
