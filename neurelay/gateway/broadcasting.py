@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from neurelay.gateway.outbox import DIRECT_WRITE_LIMIT, Outbox, batches, websocket_frame
-from neurelay.protocol.codecs import BATCH_FRAME_BYTES, Codec
+from neurelay.protocol.codecs import BATCH_FRAME_BYTES, CODECS, JSON_SUBPROTOCOL, Codec
 
 
 class Follower:
@@ -106,10 +106,37 @@ class Broadcast:
         framed = self.framed(codec)
         return framed[0] if len(framed) == 1 else b"".join(framed)
 
+    def drop_unencodable(self) -> list[int]:
+        """Remove the entries JSON cannot encode; their seqs (0 for a notice).
+
+        Others can write envelopes into the stream directly, and one nested
+        deeper than the encoders go must cost only itself, never the rest of
+        the pass. JSON's limits are the stricter (MessagePack encodes what
+        JSON does), and its bytes are kept for the JSON followers.
+        """
+        encoded: list[bytes] = []
+        kept: list[tuple[int, dict[str, Any], str | None]] = []
+        dropped: list[int] = []
+        for entry in self.entries:
+            try:
+                encoded.append(CODECS[JSON_SUBPROTOCOL].encode(entry[1]))
+            except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+                dropped.append(entry[0])
+            else:
+                kept.append(entry)
+        if dropped:
+            self.entries = kept
+            self.messages = sum(1 for _, _, about in kept if about is None)
+            self.first_seq = min((seq for seq, _, _ in kept if seq), default=sys.maxsize)
+            self.last_seq = max((seq for seq, _, _ in kept if seq), default=0)
+        self._encoded[False] = encoded
+        return dropped
+
     def send(self, followers: list[Follower], queue_frames: int) -> int:
         """Send the pass to `followers`; returns how many messages were delivered.
 
-        `queue_frames` bounds a follower's backlog while its history is read.
+        `queue_frames` bounds a follower's backlog while its history is read;
+        `drop_unencodable` must have run.
         """
         first_seq, last_seq, abouts, wires = self.first_seq, self.last_seq, self.abouts, self._wire
         delivered = 0

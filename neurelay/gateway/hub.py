@@ -319,16 +319,31 @@ class Hub:
     def _send_broadcasts(self) -> None:
         feeds, self._broadcasting = self._broadcasting, []
         queue_frames = self._live.config.limits.send_queue_frames
-        for feed in feeds:
-            broadcast, feed.broadcast = feed.broadcast, None
-            if broadcast is None:
-                continue
-            started = time.perf_counter()
-            delivered = broadcast.send(list(feed.followers.values()), queue_frames)
-            if delivered:
-                self._metrics.messages_out.labels(feed.channel.namespace).inc(delivered)
-            if broadcast.messages:
-                self._metrics.fanout_seconds.observe(time.perf_counter() - started)
+        for i, feed in enumerate(feeds):
+            try:
+                self._send_broadcast(feed, queue_frames)
+            except BaseException:
+                # The channels after a failing one still go out (on the next pass): left
+                # with a broadcast that nobody schedules, they would never deliver again.
+                rest = [later for later in feeds[i + 1 :] if later.broadcast is not None]
+                if rest:
+                    if not self._broadcasting:
+                        asyncio.get_running_loop().call_soon(self._send_broadcasts)
+                    self._broadcasting[:0] = rest
+                raise
+
+    def _send_broadcast(self, feed: Feed, queue_frames: int) -> None:
+        broadcast, feed.broadcast = feed.broadcast, None
+        if broadcast is None:
+            return
+        started = time.perf_counter()
+        if broadcast.drop_unencodable():
+            self._log.warning("dropped an unencodable message on %s", feed.channel.name)
+        delivered = broadcast.send(list(feed.followers.values()), queue_frames)
+        if delivered:
+            self._metrics.messages_out.labels(feed.channel.namespace).inc(delivered)
+        if broadcast.messages:
+            self._metrics.fanout_seconds.observe(time.perf_counter() - started)
 
     # -- join/leave --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import struct
 from collections import defaultdict
 from typing import Any
 
+import nats
 import pytest
 
 from neurelay.gateway.broadcasting import Broadcast
@@ -303,3 +304,53 @@ def test_a_pass_on_the_wire_is_what_each_frame_would_be_alone(subprotocol):
         assert broadcast.wire(codec) == b"".join(
             websocket_frame(codec.encode(f), codec.binary) for f in frames
         )
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_an_entry_no_encoder_can_write_is_dropped_and_the_rest_of_the_pass_kept() -> None:
+    broadcast = Broadcast()
+    broadcast.add_message(1, {"type": "message", "payload": "a", "seq": 1})
+    broadcast.add_message(2, {"type": "message", "payload": _nested(300), "seq": 2})
+    broadcast.add_message(3, {"type": "message", "payload": "c", "seq": 3})
+    assert broadcast.drop_unencodable() == [2]
+    assert [seq for seq, _, _ in broadcast.entries] == [1, 3]
+    assert (broadcast.messages, broadcast.first_seq, broadcast.last_seq) == (2, 1, 3)
+    for codec in CODECS.values():
+        assert len(broadcast.encoded(codec)) == 2
+
+
+async def test_an_envelope_written_past_the_encoders_limits_costs_only_itself(
+    running, connect, token, shared_nats, prefix
+):
+    """Others may write envelopes straight into a stream: one nested deeper than orjson
+    writes must not hold back its pass, nor any other channel's."""
+    poisoned, other = "agent:poisoned", "agent:other"
+    clients = {}
+    for n, subprotocol in enumerate(SUBPROTOCOLS):
+        client = await connect(running.ws_url, token(user=f"s{n}"), subprotocol=subprotocol)
+        await client.request({"type": "subscribe", "channel": poisoned})
+        await client.request({"type": "subscribe", "channel": other})
+        clients[subprotocol] = client
+    nc = await nats.connect(shared_nats.url)
+    try:
+        # Written without waiting for acks, so that they share the gateway's passes.
+        bad = b'{"p": ' + b"[" * 300 + b"0" + b"]" * 300 + b"}"
+        for n in range(30):
+            if n % 10 == 0:
+                await nc.publish(f"{prefix}.s.agent.poisoned", bad)
+            await nc.publish(f"{prefix}.s.agent.poisoned", b'{"p": %d}' % n)
+            await nc.publish(f"{prefix}.s.agent.other", b'{"p": %d}' % n)
+        await nc.flush()
+    finally:
+        await nc.close()
+    for client in clients.values():
+        got = await _messages(client, 60)
+        for channel in (poisoned, other):
+            assert [m["payload"] for m in got if m["channel"] == channel] == list(range(30))
+        await _no_more_messages(client)
