@@ -45,7 +45,7 @@ MINUTES_PER_RUN = {
     "profile": 1.2,
     "admission": 2.0,
     "publishing": 2.0,
-    "presence": 4.0,
+    "presence": 4.5,
     "replaying": 1.0,
 }
 MODULES = ("admission", "publishing", "presence", "replaying")
