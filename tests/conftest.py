@@ -61,6 +61,17 @@ def own_nats() -> Iterator[EmbeddedNats]:
         yield server
 
 
+# Small enough for a test to fill with one frame, large enough for every control message.
+SMALL_MAX_PAYLOAD = 64 * 1024
+
+
+@pytest.fixture
+def small_nats() -> Iterator[EmbeddedNats]:
+    """A NATS server whose max_payload is `SMALL_MAX_PAYLOAD`, well under the frame limit."""
+    with EmbeddedNats(max_payload=SMALL_MAX_PAYLOAD) as server:
+        yield server
+
+
 @pytest.fixture
 def prefix() -> str:
     return f"t{next(_prefixes)}_{secrets.token_hex(3)}"

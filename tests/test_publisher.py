@@ -16,9 +16,11 @@ import signal
 import nats
 import pytest
 
-from neurelay.errors import BusError, BusUnavailable, ProtocolError
+from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge, ProtocolError
 from neurelay.protocol.channels import Channel, stored_subject
 from neurelay.publisher import Publisher, PublisherSettings
+from tests.conftest import SMALL_MAX_PAYLOAD
+from tests.gateway.test_nats_max_payload import payload_of_nats_size
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(90)
@@ -175,3 +177,18 @@ async def test_a_message_over_max_payload_is_refused(gateway, shared_nats, prefi
     async with Publisher(settings(shared_nats.url, prefix)) as publisher:
         with pytest.raises(BusError, match="max_payload"):
             await publisher.publish("agent:big", "x" * (9 * 2**20))
+
+
+async def test_a_message_over_max_payload_only_with_its_header_is_refused_not_retried(
+    small_nats, make_config, gateway_factory, prefix
+):
+    await gateway_factory(make_config(nats_url=small_nats.url))  # creates the streams
+    async with Publisher(settings(small_nats.url, prefix)) as publisher:
+        fits = payload_of_nats_size(SMALL_MAX_PAYLOAD, "fits", "svc:runner")
+        over = payload_of_nats_size(SMALL_MAX_PAYLOAD + 1, "over", "svc:runner")
+        with pytest.raises(PayloadTooLarge):
+            await publisher.publish("agent:big", over, id="over")
+        stored_fit = await publisher.publish("agent:big", fits, id="fits")
+    assert [seq for seq, _ in await stored(small_nats.url, prefix, Channel("agent", "big"))] == [
+        stored_fit.seq
+    ]

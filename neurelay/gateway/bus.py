@@ -31,11 +31,11 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from neurelay.config import NamespaceSettings, NatsSettings
-from neurelay.errors import BusError, BusUnavailable
+from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge
 from neurelay.gateway import replaying
 from neurelay.gateway.replaying import History
 from neurelay.jetstream.errors import NATS_ERRORS, bus_error, mapped
-from neurelay.jetstream.publishing import AckedPublishing, AckReceiver
+from neurelay.jetstream.publishing import AckedPublishing, AckReceiver, nats_size
 from neurelay.jetstream.streams import desired_stream
 from neurelay.jetstream.syncing import sync_stream
 from neurelay.protocol.channels import Channel, live_subject, stored_subject
@@ -417,6 +417,9 @@ class Bus:
     ) -> None:
         """Core NATS publish, at most once."""
         nc = self._client()
+        if nats_size(data, headers) > nc.max_payload:
+            # Sent anyway, it would make the server drop the connection.
+            raise PayloadTooLarge("send failed: the message exceeds the NATS max_payload")
         with mapped("send failed"):
             await nc.publish(subject, data, reply=reply, headers=headers)
 

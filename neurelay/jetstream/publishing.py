@@ -10,7 +10,10 @@ task), or a future (`publish`). Many publishes are then in flight at once and
 the writes coalesce into few socket writes. One timer, not one per message,
 fails a publish not acked within the timeout with `BusUnavailable` (its
 message may or may not be stored: publish again with the same `Nats-Msg-Id`
-and JetStream de-duplicates it).
+and JetStream de-duplicates it). A message is refused with `PayloadTooLarge`
+before it is written when its `nats_size` (headers and body, as the server
+counts them) exceeds the server's max_payload: the server would otherwise
+drop the whole connection, and nats-py would never reconnect it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,27 @@ from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge
 from neurelay.jetstream.errors import NATS_ERRORS, bus_error
 
 Ack = tuple[int, bool]  # (stream sequence, duplicate)
+
+# The header block nats-py writes: `NATS/1.0\r\n`, `key: value\r\n` per header, `\r\n`.
+_HEADER_LINE_BYTES = len(b"NATS/1.0\r\n")
+_HEADER_SEPARATOR_BYTES = len(b": \r\n")
+_HEADER_END_BYTES = len(b"\r\n")
+
+
+def nats_size(body: bytes, headers: Mapping[str, str] | None) -> int:
+    """The bytes the NATS server compares with its max_payload: headers and body.
+
+    The header block is counted as nats-py writes it (keys and values stripped, empty keys
+    skipped; its replacement of CR/LF in values by spaces keeps the length).
+    """
+    if headers is None:
+        return len(body)
+    size = _HEADER_LINE_BYTES + _HEADER_END_BYTES + len(body)
+    for name, value in headers.items():
+        key = name.strip()
+        if key:
+            size += len(key.encode()) + _HEADER_SEPARATOR_BYTES + len(value.strip().encode())
+    return size
 
 
 class AckReceiver(Protocol):
@@ -112,8 +136,12 @@ class AckedPublishing:
         loop = self._loop
         if self._subscription is None or loop is None:
             raise BusUnavailable("publish failed: acks are not being received")
-        if len(body) > self._nc.max_payload:
-            raise PayloadTooLarge("publish failed: the message exceeds the NATS max_payload")
+        size = nats_size(body, headers)
+        if size > self._nc.max_payload:
+            raise PayloadTooLarge(
+                f"publish failed: the message ({size} bytes with its headers) exceeds "
+                f"the NATS max_payload ({self._nc.max_payload} bytes)"
+            )
         token = f"{next(self._tokens):x}"
         deadline = loop.time() + self.timeout
         self._pending[token] = (receiver, key, deadline)
