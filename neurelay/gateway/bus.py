@@ -8,6 +8,10 @@ subjects replicas talk over (presence queries, commands, heartbeats). Any
 nats-py exception is turned into
 `BusUnavailable` or `BusError` here, through the one mapping of
 `neurelay.jetstream.errors`; streams are synced through `neurelay.jetstream`.
+A connection nats-py closes for good (it does on any error the server
+reports, such as a message over max_payload) is replaced by a new one:
+every `Listening` is subscribed again on it and `on_reconnected` runs, as
+after one of nats-py's own reconnects.
 It is longer than most modules because it is the gateway's one door to
 nats-py: splitting it would give nats-py a second one.
 """
@@ -18,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import nats
@@ -30,6 +34,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
+from neurelay.backoff import Backoff
 from neurelay.config import NamespaceSettings, NatsSettings
 from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge
 from neurelay.gateway import replaying
@@ -41,7 +46,19 @@ from neurelay.jetstream.syncing import sync_stream
 from neurelay.protocol.channels import Channel, live_subject, stored_subject
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
+_REPLACE_BACKOFF = Backoff(initial_seconds=0.5, max_seconds=10.0)
 T = TypeVar("T")
+
+
+class Listening:
+    """A subscription of the bus's: kept across a replaced connection until `unfollow`."""
+
+    __slots__ = ("handler", "subject", "subscription")
+
+    def __init__(self, subject: str, handler: MessageHandler, subscription: Subscription) -> None:
+        self.subject = subject
+        self.handler = handler
+        self.subscription: Subscription | None = subscription
 
 
 class Bus:
@@ -56,6 +73,11 @@ class Bus:
         self._acks: AckedPublishing | None = None
         self._revocations: KeyValue | None = None
         self.on_reconnected: Callable[[], Awaitable[None]] | None = None
+        self._listenings: set[Listening] = set()
+        # Resolved when the current connection is closed for good; ends the watches on it.
+        self._lost: asyncio.Future[None] | None = None
+        self._replacing: asyncio.Task[None] | None = None
+        self._closing = False
         # History reads in flight at once; more wait, so replays cannot swamp JetStream.
         self._replays = asyncio.Semaphore(settings.replay_concurrency)
         self.reconnects = 0
@@ -72,24 +94,99 @@ class Bus:
 
     async def connect(self) -> None:
         """Connect, retrying forever; returns once connected."""
-        self._nc = await nats.connect(
-            servers=self.settings.servers,
-            user_credentials=self.settings.credentials_file,
-            connect_timeout=self.settings.connect_timeout_seconds,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            allow_reconnect=True,
-            name="neurelay-gateway",
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            pending_size=64 * 1024 * 1024,
-        )
-        self._acks = AckedPublishing(self._nc, self.settings.request_timeout_seconds)
-        await self._acks.start()
+        self._nc, self._acks = await self._dial()
         self._log.info("connected to NATS", extra={"servers": self.settings.servers})
 
+    async def _dial(self) -> tuple[NatsClient, AckedPublishing]:
+        lost = asyncio.get_running_loop().create_future()
+        nc: NatsClient | None = None
+
+        async def on_closed() -> None:
+            if not lost.done():
+                lost.set_result(None)
+            if nc is self._nc and not self._closing and self._replacing is None:
+                self._replacing = asyncio.create_task(self._replace(), name="neurelay-nats-replace")
+
+        with mapped("cannot connect to NATS"):
+            nc = await nats.connect(
+                servers=self.settings.servers,
+                user_credentials=self.settings.credentials_file,
+                connect_timeout=self.settings.connect_timeout_seconds,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                name="neurelay-gateway",
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=on_closed,
+                pending_size=64 * 1024 * 1024,
+            )
+        acks = AckedPublishing(nc, self.settings.request_timeout_seconds)
+        try:
+            await acks.start()
+        except BusError:
+            await _close_quietly(nc)
+            raise
+        self._lost = lost
+        return nc, acks
+
+    async def _replace(self) -> None:
+        """Dial a new connection for one nats-py closed for good, until one is set up."""
+        try:
+            await self._replacing_connection()
+        finally:
+            self._replacing = None
+        nc = self._nc
+        if nc is not None and nc.is_closed and not self._closing:
+            # The new connection was closed for good too, while being set up.
+            self._replacing = asyncio.create_task(self._replace(), name="neurelay-nats-replace")
+
+    async def _replacing_connection(self) -> None:
+        self.disconnects += 1
+        self._log.error("the NATS connection was closed for good; connecting anew")
+        if self._acks is not None:
+            await self._acks.stop()  # their acks cannot come any more
+        self._kv = self._revocations = None  # bound to the closed connection
+        attempt = 0
+        while True:
+            try:
+                nc, acks = await self._dial()
+            except BusError as e:
+                delay = _REPLACE_BACKOFF.delay(attempt)
+                attempt += 1
+                self._log.warning("new NATS connection not set up, retrying in %.1fs: %s", delay, e)
+                await asyncio.sleep(delay)
+                continue
+            self._nc, self._acks = nc, acks
+            break
+        for listening in list(self._listenings):
+            await self._resubscribe(listening)
+        self.reconnects += 1
+        self._log.info("connected to NATS anew")
+        if self.on_reconnected is not None:
+            await self.on_reconnected()
+
+    async def _resubscribe(self, listening: Listening) -> None:
+        listening.subscription = None
+        try:
+            subscription = await self._subscribe(listening.subject, listening.handler)
+        except BusError as e:
+            self._log.error("not listening to %s any more: %s", listening.subject, e)
+            return
+        if listening in self._listenings:
+            listening.subscription = subscription
+        else:  # unfollowed meanwhile
+            with contextlib.suppress(*NATS_ERRORS):
+                await subscription.unsubscribe()
+
     async def close(self) -> None:
+        self._closing = True
+        if self._replacing is not None:
+            self._replacing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replacing
+            self._replacing = None
         if self._acks is not None:
             await self._acks.stop()
         if self._nc is not None and not self._nc.is_closed:
@@ -190,11 +287,15 @@ class Bus:
 
     # -- following ---------------------------------------------------------------------------
 
-    async def follow(self, channel: Channel, handler: MessageHandler) -> Subscription:
+    async def follow(self, channel: Channel, handler: MessageHandler) -> Listening:
         """Subscribe to the channel's live subject; returns once the server has the interest."""
         return await self.listen(live_subject(self.prefix, channel), handler)
 
-    async def unfollow(self, subscription: Subscription) -> None:
+    async def unfollow(self, listening: Listening) -> None:
+        self._listenings.discard(listening)
+        subscription, listening.subscription = listening.subscription, None
+        if subscription is None:
+            return
         try:
             await subscription.unsubscribe()
         except nats.errors.Error as e:
@@ -363,6 +464,8 @@ class Bus:
     async def watch_revocations(self, ttl_seconds: float) -> AsyncGenerator[bytes | None, None]:
         """Every revocation stored now, then None (caught up), then every new one."""
         kv = await self.revocation_bucket(ttl_seconds)
+        lost = self._lost
+        assert lost is not None  # set with the connection revocation_bucket used
         # A watch cancelled half-way leaves nats-py's consumer and its heartbeat task behind:
         # it is finished, then stopped.
         creating = asyncio.ensure_future(kv.watchall(ignore_deletes=True))
@@ -374,7 +477,7 @@ class Bus:
                     await (await creating).stop()  # type: ignore[no-untyped-call]
                 raise
         try:
-            async for entry in watcher:
+            async for entry in _until_lost(watcher, lost):
                 if entry is None:
                     yield None
                 elif entry.value:
@@ -384,6 +487,12 @@ class Bus:
                 await watcher.stop()  # type: ignore[no-untyped-call]
             except NATS_ERRORS as e:
                 self._log.debug("revocation watch not stopped cleanly: %s", e)
+                # On a closed connection nats-py raises before cancelling the watch's
+                # heartbeat check, which would otherwise run on for two heartbeats.
+                core = getattr(watcher._sub, "_sub", None)
+                heartbeat = getattr(getattr(core, "_jsi", None), "_hbtask", None)
+                if heartbeat is not None:
+                    heartbeat.cancel()
 
     # -- talking to the other replicas (core NATS) -------------------------------------------
 
@@ -394,8 +503,13 @@ class Bus:
     def new_inbox(self) -> str:
         return self._client().new_inbox()
 
-    async def listen(self, subject: str, handler: MessageHandler) -> Subscription:
+    async def listen(self, subject: str, handler: MessageHandler) -> Listening:
         """Subscribe to a plain subject; returns once the server has the interest."""
+        listening = Listening(subject, handler, await self._subscribe(subject, handler))
+        self._listenings.add(listening)
+        return listening
+
+    async def _subscribe(self, subject: str, handler: MessageHandler) -> Subscription:
         nc = self._client()
         with mapped("cannot subscribe"):
             subscription = await nc.subscribe(
@@ -422,6 +536,31 @@ class Bus:
             raise PayloadTooLarge("send failed: the message exceeds the NATS max_payload")
         with mapped("send failed"):
             await nc.publish(subject, data, reply=reply, headers=headers)
+
+
+async def _until_lost(updates: AsyncIterator[T], lost: asyncio.Future[None]) -> AsyncIterator[T]:
+    """`updates` until they end, or BusUnavailable once their connection is closed for good
+    (nats-py never ends the iteration of a subscription on a closed connection)."""
+    while True:
+        step: asyncio.Future[T] = asyncio.ensure_future(anext(updates))
+        waited: set[asyncio.Future[Any]] = {step, lost}
+        try:
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not step.done():
+                step.cancel()
+        if not step.done() or step.cancelled():
+            raise BusUnavailable("the NATS connection was closed for good")
+        try:
+            update = step.result()
+        except StopAsyncIteration:
+            return
+        yield update
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    with contextlib.suppress(*NATS_ERRORS):
+        await nc.close()
 
 
 def admission_bucket(prefix: str) -> str:

@@ -44,11 +44,10 @@ from typing import Any
 
 import orjson
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from neurelay.errors import BusError, ProtocolError
 from neurelay.gateway.admission import user_key
-from neurelay.gateway.bus import Bus
+from neurelay.gateway.bus import Bus, Listening
 from neurelay.gateway.gathering import PART_BYTES, REPLICA_HEADER, Gathering, Peers, split
 from neurelay.gateway.presence import EVENT_HEADER, EventKind, LocalPresence, Member, encode_events
 from neurelay.gateway.settings import LiveSettings
@@ -90,7 +89,7 @@ class Coordinator:
         self._on_replica_back = on_replica_back
         self._peers = Peers(replica, time.time())
         self._lost: set[str] = set()
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: list[Listening] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._revocations_loaded = asyncio.Event()
         # Per user, the revocation waiting to be applied here (see `_apply_later`).

@@ -32,12 +32,11 @@ import time
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from neurelay.backoff import Backoff
 from neurelay.errors import BusError
 from neurelay.gateway.broadcasting import Broadcast, Follower
-from neurelay.gateway.bus import Bus
+from neurelay.gateway.bus import Bus, Listening
 from neurelay.gateway.envelopes import message_frame
 from neurelay.gateway.observability import Metrics
 from neurelay.gateway.outbox import Outbox
@@ -70,7 +69,7 @@ class Feed:
         self.channel = channel
         self.keeps_history = keeps_history
         self.followers: dict[Outbox, Follower] = {}
-        self.subscription: Subscription | None = None
+        self.subscription: Listening | None = None
         self.last_seq = 0
         self.lock = asyncio.Lock()
         self.seeded = False

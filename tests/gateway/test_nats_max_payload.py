@@ -8,6 +8,9 @@ closed for good must dial a new one and deliver again.
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import pytest
 
 from neurelay.gateway import envelopes
@@ -60,3 +63,36 @@ async def test_a_publish_one_byte_over_max_payload_with_its_header_is_refused_an
         ("after", after["seq"]),
     ]
     assert running.gateway.bus.disconnects == 0
+
+
+async def _until(predicate, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_gateway_whose_nats_connection_is_closed_for_good_connects_anew_and_delivers(
+    small_nats, make_config, gateway_factory, connect, token
+):
+    running = await gateway_factory(make_config(nats_url=small_nats.url))
+    bus = running.gateway.bus
+    client = await connect(running.ws_url, token())
+    await client.request({"type": "subscribe", "channel": "agent:on"})
+    before = await client.request({"type": "publish", "channel": "agent:on", "payload": "a"})
+    assert (await client.recv())["seq"] == before["seq"]
+
+    # Written around the gateway: nats-py checks the body alone, the server drops the
+    # connection for body and header, and nats-py closes the client for good.
+    closed = bus._nc
+    await closed.publish("elsewhere", b"x" * (closed.max_payload - 8), headers={"H": "y" * 64})
+    await _until(lambda: closed.is_closed)
+    await _until(lambda: bus.connected and bus.reconnects == 1)
+
+    after = await client.request({"type": "publish", "channel": "agent:on", "payload": "b"})
+    assert after["type"] == "published"
+    message = await client.recv()
+    assert (message["payload"], message["seq"]) == ("b", after["seq"])
+    async with aiohttp.ClientSession() as http, http.get(running.http_url + "/readyz") as ready:
+        assert ready.status == 200
