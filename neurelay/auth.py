@@ -9,7 +9,10 @@ expiry is (so `exp: true` or `exp: -5` is `auth_failed`, never read as an
 expired time), and an `exp` more than `MAX_TOKEN_LIFETIME_SECONDS` ahead is
 refused, so no time a reply carries can overflow 64 bits; `channels` and
 `publish` are lists of glob patterns (`agent:*`, `conversation:42`); `info`
-is a JSON object of at most 1 KiB shown in presence; `admin: true` opens the
+is a JSON object of at most 1 KiB shown in presence, which every codec must
+send alike (no NaN, infinities or lone surrogates); `sub` and the patterns
+must be text UTF-8 can carry (no lone surrogates), as the gateway hashes,
+sends and matches them; `admin: true` opens the
 server API; a lifetime over the configured `max_token_lifetime_seconds` is
 refused, which bounds how long a revocation must be remembered
 (`Revocations`). `may_subscribe` and `may_publish` apply the rules of
@@ -246,7 +249,18 @@ def _claim_string(value: object, name: str) -> str:
         raise ProtocolError(
             ErrorCode.AUTH_FAILED, f"claim '{name}' must be a string of 1 to {MAX_CLAIM_STRING}"
         )
+    if not _is_text(value):
+        raise ProtocolError(ErrorCode.AUTH_FAILED, f"claim '{name}' holds a lone surrogate")
     return value
+
+
+def _is_text(value: str) -> bool:
+    """Whether UTF-8 can carry `value`: JSON's `\\ud800` escape decodes to a lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _claim_time(value: object, name: str) -> None:
@@ -287,7 +301,21 @@ def _claim_info(value: object) -> Mapping[str, Any] | None:
         raise ProtocolError(
             ErrorCode.AUTH_FAILED, f"claim 'info' is over {MAX_INFO_BYTES} bytes encoded"
         )
+    if not _all_numbers_finite(value):
+        # JSON would send null where MessagePack sends NaN: clients would see different infos.
+        raise ProtocolError(ErrorCode.AUTH_FAILED, "claim 'info' holds NaN or an infinity")
     return value
+
+
+def _all_numbers_finite(value: object) -> bool:
+    """Whether `value` (bounded in depth, as orjson encoded it) has no NaN or infinity."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_numbers_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_all_numbers_finite(item) for item in value)
+    return True
 
 
 def mint_token(

@@ -645,8 +645,10 @@ def test_cut_off_in_force_is_told_until_it_lapses() -> None:
         {"n": "\ud800"},
         {"n": 2**70},
         {"n": functools.reduce(lambda inner, _: [inner], range(300), [])},
+        {"n": [float("nan")]},
+        {"n": {"m": float("-inf")}},
     ],
-    ids=["lone-surrogate", "int-past-64-bits", "nested-300-deep"],
+    ids=["lone-surrogate", "int-past-64-bits", "nested-300-deep", "nan", "infinity"],
 )
 def test_an_info_claim_clients_cannot_be_sent_is_auth_failed(info: object) -> None:
     verifier = TokenVerifier(AuthSettings(secret=SECRET))
@@ -654,6 +656,17 @@ def test_an_info_claim_clients_cannot_be_sent_is_auth_failed(info: object) -> No
     with pytest.raises(ProtocolError) as caught:
         verifier.verify(token)
     assert caught.value.code is ErrorCode.AUTH_FAILED
+
+
+@pytest.mark.parametrize(
+    "claims_",
+    [{"sub": "bob\ud800"}, {"channels": ["agent:\udfff"]}, {"publish": ["\ud800*"]}],
+    ids=["sub", "channels", "publish"],
+)
+def test_a_lone_surrogate_in_a_text_claim_is_auth_failed(claims_: dict[str, Any]) -> None:
+    token = jwt.encode({"sub": "alice", "exp": time.time() + 60, **claims_}, SECRET)
+
+    assert refusal(hs256(), token) is ErrorCode.AUTH_FAILED
 
 
 def test_a_token_issued_in_the_second_of_a_revocation_stays_valid() -> None:
