@@ -361,18 +361,24 @@ class Hub:
                 self.roster.left(name, member.connection)
                 self._tell(feed, frames.leave(name, member.entry()), member.connection)
 
-    def seed(self, channel: Channel, members: list[Member], *, announce: bool = False) -> None:
-        """Members other replicas hold in `channel`, learnt by asking them.
+    def asking(self, channel: Channel) -> set[str]:
+        """This replica asks the others who they hold in `channel`; `seed` takes the answer."""
+        return self.roster.asking(channel.name)
+
+    def seed(
+        self, channel: Channel, question: set[str], members: list[Member], *, announce: bool = False
+    ) -> None:
+        """Members other replicas hold in `channel`, learnt by asking them (`asking`).
 
         With `announce`, those this replica did not know get a `join`: they are back after
         their replica was taken for dead (and their `leave` sent).
         """
+        added = self.roster.answered(channel.name, question, members)
         feed = self._feeds.get(channel.name)
-        if feed is None:
+        if feed is None or not announce:
             return
-        for member in self.roster.follow(channel.name, members):
-            if announce:
-                self._tell(feed, frames.join(channel.name, member.entry()), member.connection)
+        for member in added:
+            self._tell(feed, frames.join(channel.name, member.entry()), member.connection)
 
     def needs_seed(self, channel: Channel) -> bool:
         """True once per feed: its roster must learn the members other replicas already had."""

@@ -280,17 +280,49 @@ class Listing:
 
 
 class Roster:
-    """Members of followed join/leave channels as announced by every replica, this one included."""
+    """Members of followed join/leave channels as announced by every replica, this one included.
+
+    The members other replicas held before this one followed a channel are learnt by asking
+    them (`asking`, then `answered`). An answer was current when sent, but notices travel on
+    another subject: a leave may be read before an answer that still lists its member. So
+    while a question is open, the connections seen leaving its channel (or taken for gone
+    with their replica) are remembered with it and not learnt from its answer; otherwise
+    they would be members again, and leave twice.
+    """
 
     def __init__(self) -> None:
         self._channels: dict[str, dict[str, Member]] = {}
+        # Per channel, its open questions: each the connections that left since it was asked.
+        self._questions: dict[str, list[set[str]]] = {}
 
-    def follow(self, channel: str, known: Iterable[Member] = ()) -> list[Member]:
-        """Follow `channel` (if not yet) and learn `known` members; returns those new to it."""
-        members = self._channels.setdefault(channel, {})
+    def follow(self, channel: str) -> None:
+        self._channels.setdefault(channel, {})
+
+    def asking(self, channel: str) -> set[str]:
+        """A question about `channel`'s members is sent: pass what this returns to `answered`."""
+        departed: set[str] = set()
+        self._questions.setdefault(channel, []).append(departed)
+        return departed
+
+    def answered(self, channel: str, question: set[str], known: Iterable[Member]) -> list[Member]:
+        """Learn the `known` members a question was answered with; returns those new to it.
+
+        (`known` is empty for a question nobody answered.) Connections that left after the
+        question was asked are not learnt.
+        """
+        questions = self._questions.get(channel, [])
+        for index, open_question in enumerate(questions):
+            if open_question is question:
+                del questions[index]
+                break
+        if not questions:
+            self._questions.pop(channel, None)
+        members = self._channels.get(channel)
+        if members is None:
+            return []
         added = []
         for member in known:
-            if member.connection not in members:
+            if member.connection not in members and member.connection not in question:
                 members[member.connection] = member
                 added.append(member)
         return added
@@ -307,6 +339,7 @@ class Roster:
             members[member.connection] = member
 
     def left(self, channel: str, connection: str) -> Member | None:
+        self._departed(channel, connection)
         members = self._channels.get(channel)
         return None if members is None else members.pop(connection, None)
 
@@ -317,8 +350,13 @@ class Roster:
             for connection, member in list(members.items()):
                 if member.replica == replica:
                     del members[connection]
+                    self._departed(channel, connection)
                     gone.append((channel, member))
         return gone
+
+    def _departed(self, channel: str, connection: str) -> None:
+        for question in self._questions.get(channel, ()):
+            question.add(connection)
 
 
 def encode_events(events: Iterable[tuple[EventKind, Member]], limit: int) -> list[bytes]:

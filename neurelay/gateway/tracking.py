@@ -175,17 +175,19 @@ class Tracker:
 
     async def _seed(self, channel: Channel, *, announce: bool = False) -> None:
         """Learn who other replicas hold in `channel`, so their death can be announced."""
+        question = self._hub.asking(channel)
+        members: list[Member] = []
         try:
             answers = await self.coordinator.ask({"q": "members", "channel": channel.name})
+            for answer in answers:
+                for wire in answer.get("members", ()):
+                    with contextlib.suppress(ValueError):
+                        members.append(Member.from_wire(wire))
         except BusError as e:
             self._log.warning("members of %s unknown: %s", channel.name, e)
-            return
-        members = []
-        for answer in answers:
-            for wire in answer.get("members", ()):
-                with contextlib.suppress(ValueError):
-                    members.append(Member.from_wire(wire))
-        self._hub.seed(channel, members, announce=announce)
+        finally:
+            # Also when unanswered or cancelled: the question is closed either way.
+            self._hub.seed(channel, question, members, announce=announce)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name="neurelay-presence-seed")

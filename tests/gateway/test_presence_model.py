@@ -182,7 +182,8 @@ def test_unknown_query_is_a_bad_request() -> None:
 
 def test_roster_drops_the_members_of_a_dead_replica_only() -> None:
     roster = Roster()
-    roster.follow("agent:1", [member("alice", "c1", "r1")])
+    roster.follow("agent:1")
+    roster.answered("agent:1", roster.asking("agent:1"), [member("alice", "c1", "r1")])
     roster.joined("agent:1", member("bob", "c2", "r2"))
     roster.joined("agent:9", member("carol", "c3", "r2"))  # not followed: ignored
 
@@ -323,8 +324,37 @@ def test_split_answers_are_json() -> None:
 
 def test_roster_learning_members_reports_only_those_it_did_not_know() -> None:
     roster = Roster()
-    roster.follow("agent:1", [member("alice", "c1", "r1")])
+    roster.follow("agent:1")
+    roster.joined("agent:1", member("alice", "c1", "r1"))
 
-    added = roster.follow("agent:1", [member("alice", "c1", "r1"), member("bob", "c2", "r2")])
+    question = roster.asking("agent:1")
+    added = roster.answered(
+        "agent:1", question, [member("alice", "c1", "r1"), member("bob", "c2", "r2")]
+    )
 
     assert added == [member("bob", "c2", "r2")]
+
+
+def test_roster_does_not_learn_from_an_answer_a_connection_that_left_after_the_question() -> None:
+    roster = Roster()
+    roster.follow("agent:1")
+    first = roster.asking("agent:1")
+    roster.left("agent:1", "c1")  # read before the answer that still lists it
+    second = roster.asking("agent:1")  # asked after the leave: its answer is trusted
+
+    stale = roster.answered("agent:1", first, [member("alice", "c1", "r1")])
+    fresh = roster.answered("agent:1", second, [member("alice", "c1", "r1")])
+
+    assert stale == []
+    assert fresh == [member("alice", "c1", "r1")]
+
+
+def test_roster_does_not_learn_the_members_of_a_replica_dropped_after_the_question() -> None:
+    roster = Roster()
+    roster.follow("agent:1")
+    roster.joined("agent:1", member("bob", "c2", "r2"))
+    question = roster.asking("agent:1")
+    roster.drop_replica("r2")
+
+    assert roster.answered("agent:1", question, [member("bob", "c2", "r2")]) == []
+    assert roster.drop_replica("r2") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -258,6 +259,47 @@ async def test_watcher_subscribed_after_the_join_still_hears_a_dead_replica_leav
     left = await next_of(watcher, "leave", timeout=TTL * 10)
 
     assert left["user"] == "carol"
+
+
+async def test_a_member_who_left_while_the_replica_asked_who_was_there_leaves_once(
+    gateway_process, connect, token, shared_nats
+):
+    # A TTL long enough that no replica is taken for dead while `asker_c` is stopped.
+    replicas = await three(gateway_process, presence={"ttl_seconds": 6.0})
+    watcher_a, member_b, asker_c = replicas
+    mover = await connect(member_b.ws_url, token(user="mover"))
+    stayer = await connect(member_b.ws_url, token(user="stayer"))
+    for client in (mover, stayer):
+        await client.request({"type": "subscribe", "channel": "conversation:asked"})
+    answers = asyncio.Queue[bytes]()
+    nc = await nats.connect(shared_nats.url)
+
+    async def on_answer(msg: Any) -> None:
+        if b'"members"' in msg.data and b'"mover"' in msg.data:
+            answers.put_nowait(msg.data)
+
+    await nc.subscribe("_INBOX.>", cb=on_answer)
+    try:
+        # Replica a's question about the channel stays open while c, stopped, cannot answer.
+        asker_c.signal(signal.SIGSTOP)
+        watcher = await connect(watcher_a.ws_url, token(user="watcher"))
+        await watcher.request({"type": "subscribe", "channel": "conversation:asked"})
+        await asyncio.wait_for(answers.get(), 15)  # b's answer, listing the mover, is sent
+        await mover.request({"type": "unsubscribe", "channel": "conversation:asked"})
+        left = [await next_of(watcher, "leave")]  # the leave is read before the answer
+        asker_c.signal(signal.SIGCONT)
+        await watcher.request({"type": "presence", "channel": "conversation:asked"})
+    finally:
+        asker_c.signal(signal.SIGCONT)
+        await nc.close()
+
+    member_b.kill()
+    while left[-1]["user"] != "stayer":
+        left.append(await next_of(watcher, "leave", timeout=60))
+    await watcher.request({"type": "ping"})  # whatever was sent with the leaves is read now
+    left.extend(frame for frame in watcher.unread if frame["type"] == "leave")
+
+    assert sorted(frame["user"] for frame in left) == ["mover", "stayer"]
 
 
 async def test_disconnect_closes_the_users_connections_on_every_replica(
