@@ -15,9 +15,10 @@ awaited one after another, are stored in the order given; a message refused
 with a retryable error (NATS unreachable, stream leader being elected) is
 republished with the same id until `retry_seconds` pass, then the call
 raises `BusUnavailable`. Order holds across a lost connection too: the
-publisher dials again itself (nats-py's reconnect would send buffered bytes
-after ones lost with the socket), so NATS holds a prefix of what was written
-and the rest goes again in order; a batch goes in windows of
+publisher dials again itself, one attempt shared by every call waiting
+(nats-py's reconnect would send buffered bytes after ones lost with the
+socket), so NATS holds a prefix of what was written and the rest goes again
+in order; a batch goes in windows of
 `max_in_flight`, each stored completely before the next is written. The one
 exception: a message JetStream refuses as unavailable (a leader election)
 while later ones of its window are stored lands after them. A batch is not
@@ -30,6 +31,7 @@ authorization (give it NATS credentials limited to `<prefix>.s.>`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -105,6 +107,7 @@ class Publisher:
         self._log = logger or logging.getLogger("neurelay.publisher")
         self._nc: NatsClient | None = None
         self._acks: AckedPublishing | None = None
+        self._dialling: asyncio.Future[AckedPublishing] | None = None
         # Ids made up for messages without one: unique per publisher instance.
         self._tag = secrets.token_hex(6)
         self._ids = itertools.count(1)
@@ -129,6 +132,22 @@ class Publisher:
         """
         if self._acks is not None and self._nc is not None and self._nc.is_connected:
             return self._acks
+        # Every caller that found the link lost shares one attempt and its outcome: each
+        # would otherwise dial, and all but the last connection would be left open.
+        dialling = self._dialling
+        if dialling is None:
+            dialling = self._dialling = asyncio.ensure_future(self._dial())
+            dialling.add_done_callback(self._dialled)
+        # Shielded: one caller cancelled does not cancel the attempt the others wait for.
+        return await asyncio.shield(dialling)
+
+    def _dialled(self, dialling: asyncio.Future[AckedPublishing]) -> None:
+        if self._dialling is dialling:
+            self._dialling = None
+        if not dialling.cancelled():
+            dialling.exception()  # retrieved: its waiters, if any, raise it
+
+    async def _dial(self) -> AckedPublishing:
         await self._drop()
         mine: list[AckedPublishing] = []
 
@@ -166,6 +185,10 @@ class Publisher:
         self._nc = None
 
     async def close(self) -> None:
+        if self._dialling is not None:
+            self._dialling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BusError):
+                await self._dialling
         if self._nc is not None and self._nc.is_connected:
             try:
                 await self._nc.flush(timeout=max(1, math.ceil(self.settings.ack_timeout_seconds)))

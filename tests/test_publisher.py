@@ -20,7 +20,7 @@ from neurelay.errors import BusError, BusUnavailable, PayloadTooLarge, ProtocolE
 from neurelay.protocol.channels import Channel, stored_subject
 from neurelay.publisher import Publisher, PublisherSettings
 from tests.conftest import SMALL_MAX_PAYLOAD
-from tests.gateway.test_nats_max_payload import payload_of_nats_size
+from tests.gateway.test_nats_max_payload import payload_of_nats_size, until
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(90)
@@ -192,3 +192,24 @@ async def test_a_message_over_max_payload_only_with_its_header_is_refused_not_re
     assert [seq for seq, _ in await stored(small_nats.url, prefix, Channel("agent", "big"))] == [
         stored_fit.seq
     ]
+
+
+async def test_callers_finding_the_link_lost_share_one_new_connection(gateway, shared_nats, prefix):
+    proxy = TcpProxy("127.0.0.1", shared_nats.port)
+    await proxy.start()
+    try:
+        async with Publisher(settings(proxy.url, prefix)) as publisher:
+            first = await publisher.publish("agent:shared", "first", id="first")
+            lost = publisher._nc
+            proxy.cut()
+            proxy.restore()
+            await until(lambda: lost.is_closed)
+            published = await asyncio.gather(
+                *(publisher.publish("agent:shared", n, id=f"n{n}") for n in range(20))
+            )
+    finally:
+        await proxy.stop()
+    assert proxy.links_made == 2
+    held = await stored(shared_nats.url, prefix, Channel("agent", "shared"))
+    assert [seq for seq, _ in held] == sorted([first.seq, *(p.seq for p in published)])
+    assert not any(p.duplicate for p in published)

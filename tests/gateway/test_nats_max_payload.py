@@ -65,7 +65,7 @@ async def test_a_publish_one_byte_over_max_payload_with_its_header_is_refused_an
     assert running.gateway.bus.disconnects == 0
 
 
-async def _until(predicate, timeout: float = 20.0) -> None:
+async def until(predicate, timeout: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
@@ -87,8 +87,8 @@ async def test_a_gateway_whose_nats_connection_is_closed_for_good_connects_anew_
     # connection for body and header, and nats-py closes the client for good.
     closed = bus._nc
     await closed.publish("elsewhere", b"x" * (closed.max_payload - 8), headers={"H": "y" * 64})
-    await _until(lambda: closed.is_closed)
-    await _until(lambda: bus.connected and bus.reconnects == 1)
+    await until(lambda: closed.is_closed)
+    await until(lambda: bus.connected and bus.reconnects == 1)
 
     after = await client.request({"type": "publish", "channel": "agent:on", "payload": "b"})
     assert after["type"] == "published"

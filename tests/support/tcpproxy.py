@@ -15,6 +15,7 @@ class TcpProxy:
         self._pumps: set[asyncio.Task[None]] = set()
         self.cut_off = False
         self.bytes_down = 0  # bytes passed from the target back to the clients
+        self.links_made = 0  # connections passed through to the target, ever
         self._cut_at: int | None = None
         self._down_open = asyncio.Event()
         self._down_open.set()
@@ -37,6 +38,7 @@ class TcpProxy:
         except OSError:
             writer.close()
             return
+        self.links_made += 1
         self._links.update((writer, up_writer))
         for source, sink, down in ((reader, up_writer, False), (up_reader, writer, True)):
             task = asyncio.create_task(self._pump(source, sink, down))
