@@ -237,7 +237,7 @@ class Publisher:
         message_id: FrameId = id if id is not None else f"{self._tag}-{next(self._ids)}"
         user = self.settings.user
         body = envelopes.encode(payload, message_id, int(time.time() * 1000), user)
-        key = envelopes.dedup_key(user, message_id)
+        key = envelopes.dedup_key(user, parsed, message_id)
         assert key is not None
         subject = stored_subject(self.settings.subject_prefix, parsed)
         return subject, body, {"Nats-Msg-Id": key}, parsed.name, message_id

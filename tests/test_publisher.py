@@ -213,3 +213,13 @@ async def test_callers_finding_the_link_lost_share_one_new_connection(gateway, s
     held = await stored(shared_nats.url, prefix, Channel("agent", "shared"))
     assert [seq for seq, _ in held] == sorted([first.seq, *(p.seq for p in published)])
     assert not any(p.duplicate for p in published)
+
+
+async def test_an_id_used_again_on_another_channel_of_the_namespace_is_stored(
+    gateway, shared_nats, prefix
+):
+    async with Publisher(settings(shared_nats.url, prefix)) as publisher:
+        one = await publisher.publish("agent:one", "a", id="same")
+        two = await publisher.publish("agent:two", "b", id="same")
+    # A duplicate would be answered with the first message's sequence.
+    assert (two.channel, two.duplicate, one.seq < two.seq) == ("agent:two", False, True)

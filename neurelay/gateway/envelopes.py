@@ -7,7 +7,8 @@ publishing user. `encode` writes it; `message_frame` reads it back into the
 `message` frame a subscriber gets, and is the only reader, so live delivery,
 resume and the HTTP history endpoint cannot disagree about the format.
 `dedup_key` is the `Nats-Msg-Id` it is published with, the same whoever
-publishes (gateway or `neurelay.publisher`), so a retry is never stored twice.
+publishes (gateway or `neurelay.publisher`), so a retry is never stored twice;
+it names the channel, since one stream holds every channel of a namespace.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ def encode(payload: Any, message_id: FrameId | None, timestamp_ms: int, user: st
     return orjson.dumps({"p": payload, "i": message_id, "t": timestamp_ms, "u": user})
 
 
-def dedup_key(user: str, message_id: FrameId | None) -> str | None:
-    """JetStream de-duplication id: a publisher's ids are unique per user, not globally."""
+def dedup_key(user: str, channel: Channel, message_id: FrameId | None) -> str | None:
+    """JetStream de-duplication id: a publisher's ids are unique per user and channel,
+    not globally (the stream de-duplicates across all the channels of its namespace)."""
     if message_id is None:
         return None
-    raw = f"{len(user)}:{user}:{type(message_id).__name__}:{message_id}"
+    name = channel.name
+    raw = f"{len(user)}:{user}:{len(name)}:{name}:{type(message_id).__name__}:{message_id}"
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -331,7 +331,7 @@ class Gateway:
             await self.bus.publish(
                 channel,
                 body,
-                envelopes.dedup_key(user, message_id),
+                envelopes.dedup_key(user, channel, message_id),
                 namespace.keeps_history,
                 self._outcomes,
                 answer,

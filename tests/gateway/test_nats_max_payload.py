@@ -15,6 +15,7 @@ import pytest
 
 from neurelay.gateway import envelopes
 from neurelay.jetstream.publishing import nats_size
+from neurelay.protocol.channels import Channel
 from tests.conftest import SMALL_MAX_PAYLOAD
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.timeout(60)
 
 def payload_of_nats_size(size: int, message_id: str, user: str) -> str:
     """A payload whose envelope, with its `Nats-Msg-Id`, is `size` bytes as NATS counts them."""
-    key = envelopes.dedup_key(user, message_id)
+    # The key is a fixed-length digest, whatever the channel.
+    key = envelopes.dedup_key(user, Channel("agent", "big"), message_id)
     assert key is not None
     headers = {"Nats-Msg-Id": key}
     # The gateway's receive time in milliseconds has 13 digits until the year 2286.

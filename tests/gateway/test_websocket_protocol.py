@@ -399,6 +399,26 @@ async def test_repeated_publish_id_is_acknowledged_as_duplicate_and_stored_once(
     assert pong["type"] == "pong"  # no second message was delivered
 
 
+async def test_a_publish_id_used_again_on_another_channel_of_the_namespace_is_stored(
+    gateway, connect, token
+):
+    client = await connect(gateway.ws_url, token())
+    await client.request({"type": "subscribe", "channel": "agent:one"})
+    await client.request({"type": "subscribe", "channel": "agent:two"})
+    first = await client.request(
+        {"type": "publish", "channel": "agent:one", "payload": 1, "id": "same"}
+    )
+    on_one = await client.recv()
+    other = await client.request(
+        {"type": "publish", "channel": "agent:two", "payload": 2, "id": "same"}
+    )
+    on_two = await client.recv()
+    assert (other["type"], other.get("duplicate", False)) == ("published", False)
+    assert other["seq"] > first["seq"]
+    assert (on_one["channel"], on_one["payload"], on_one["seq"]) == ("agent:one", 1, first["seq"])
+    assert (on_two["channel"], on_two["payload"], on_two["seq"]) == ("agent:two", 2, other["seq"])
+
+
 async def test_foreign_origin_is_refused_and_allowed_origin_accepted(gateway_factory, make_config):
     running = await gateway_factory(make_config(allowed_origins=["https://app.example.com"]))
     async with aiohttp.ClientSession() as session:
