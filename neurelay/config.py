@@ -261,7 +261,10 @@ class NamespaceSettings(_Section):
         description="Messages kept per channel for resume; 0 = no history, core NATS only.",
     )
     history_max_age_seconds: float = Field(
-        86_400.0, ge=0, description="Oldest retained message age; 0 = no age limit."
+        86_400.0,
+        ge=0,
+        description="Oldest retained message age; 0 = no age limit. When under two minutes, "
+        "it is also the publish de-duplication window (JetStream keeps none longer).",
     )
     storage: Literal["file", "memory"] = Field("file", description="JetStream storage kind.")
     replicas: Literal[1, 3, 5] = Field(1, description="JetStream stream replicas.")

@@ -155,3 +155,18 @@ async def test_a_stream_jetstream_refuses_to_create_is_reported_not_retried(
     assert "replicas" in reason
     assert b"neurelay_streams_refused 1.0" in running.gateway.metrics.exposition()
     assert [r.levelno for r in bus_log.records].count(logging.ERROR) == 1
+
+
+async def test_the_dedup_window_is_two_minutes_or_the_shorter_history_age_as_documented(
+    gateway_factory, make_config, js, prefix
+):
+    await gateway_factory(
+        make_config(namespaces=namespaces(history_max_age_seconds=30.0)),
+    )
+    agent = await js.stream_info(f"{prefix}_agent")
+    conversation = await js.stream_info(f"{prefix}_conversation")
+    assert (agent.config.duplicate_window, conversation.config.duplicate_window) == (30.0, 120.0)
+    protocol = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    section = protocol.split("### De-duplication", 1)[1].split("\n## ", 1)[0]
+    assert "two minutes" in section
+    assert "`history_max_age_seconds`" in section
