@@ -20,6 +20,7 @@ is left out::
     └── ClientError          raised by `neurelay.client` (which exports these)
         ├── ServerError      the gateway answered with an `error` frame; carries its code
         ├── RequestTimeout   no reply (or no connection) within the client's request timeout
+        ├── IdInFlight       a request's id is that of another request still awaiting its reply
         └── ConnectionLost   the WebSocket closed and the client was told not to reconnect
 
 Third-party exceptions are mapped to these at the module that talks to the
@@ -92,6 +93,13 @@ class ServerError(ClientError):
 
 class RequestTimeout(ClientError):
     """No reply, or no connection to send on, within the request timeout."""
+
+
+class IdInFlight(ClientError):
+    """A request's id is that of another request still awaiting its reply.
+
+    The gateway's reply carries only the id, so the two replies could not be told apart.
+    """
 
 
 class ConnectionLost(ClientError):

@@ -7,13 +7,21 @@ async with Client("ws://127.0.0.1:8080/ws", token) as client:
         print(message.seq, message.payload)
 
 Every error the client raises on purpose is a `ClientError`: `ServerError`
-(the gateway refused a request; `code` is an `ErrorCode`), `RequestTimeout`
-and `ConnectionLost`, all exported here.
+(the gateway refused a request; `code` is an `ErrorCode`), `RequestTimeout`,
+`IdInFlight` (a publish with the id of one still awaiting its reply) and
+`ConnectionLost`, all exported here.
 """
 
 from neurelay.client.connection import Client
 from neurelay.client.subscription import Subscription
-from neurelay.errors import ClientError, ConnectionLost, NeurelayError, RequestTimeout, ServerError
+from neurelay.errors import (
+    ClientError,
+    ConnectionLost,
+    IdInFlight,
+    NeurelayError,
+    RequestTimeout,
+    ServerError,
+)
 from neurelay.protocol.codes import CloseCode, ErrorCode
 from neurelay.protocol.server_frames import (
     Join,
@@ -31,6 +39,7 @@ __all__ = [
     "CloseCode",
     "ConnectionLost",
     "ErrorCode",
+    "IdInFlight",
     "Join",
     "Leave",
     "Member",

@@ -31,7 +31,14 @@ import aiohttp
 from neurelay.backoff import Backoff
 from neurelay.client.cursor import Cursor
 from neurelay.client.subscription import Following, Subscription
-from neurelay.errors import ClientError, ConnectionLost, ProtocolError, RequestTimeout, ServerError
+from neurelay.errors import (
+    ClientError,
+    ConnectionLost,
+    IdInFlight,
+    ProtocolError,
+    RequestTimeout,
+    ServerError,
+)
 from neurelay.protocol import frames
 from neurelay.protocol.codecs import CODECS, JSON_SUBPROTOCOL, Codec
 from neurelay.protocol.codes import ErrorCode
@@ -99,6 +106,8 @@ class Client:
         # Frames read (several came in one batched frame) but not yet handled.
         self._unread: deque[ServerFrame] = deque()
         self._ids = itertools.count(1)
+        # Ids of the requests awaiting their replies (or a connection to be sent on).
+        self._in_flight: set[FrameId] = set()
         self._runner: asyncio.Task[None] | None = None
         self._reauthentication: asyncio.Task[None] | None = None
         self._closed = False
@@ -194,7 +203,7 @@ class Client:
     async def _exchange_direct(self, frame: dict[str, Any], expected: type[Reply]) -> Reply:
         """Request/reply before the reader task runs (during connect): read until the reply."""
         assert self._ws is not None
-        frame_id = f"c{next(self._ids)}"
+        frame_id = self._free_id()
         await self._send({**frame, "id": frame_id})
         while True:
             if not self._unread:
@@ -326,7 +335,27 @@ class Client:
     async def _request(
         self, frame: dict[str, Any], expected: type[Reply], *, retry: bool = False
     ) -> Reply:
-        frame_id: FrameId = frame.setdefault("id", f"c{next(self._ids)}")
+        frame_id: FrameId | None = frame.get("id")
+        if frame_id is None:
+            frame_id = frame["id"] = self._free_id()
+        elif frame_id in self._in_flight:
+            # The reply names only the id: it could go to either request.
+            raise IdInFlight(f"a request with id {frame_id!r} is still awaiting its reply")
+        self._in_flight.add(frame_id)
+        try:
+            return await self._exchange(frame, frame_id, expected, retry)
+        finally:
+            self._in_flight.discard(frame_id)
+
+    def _free_id(self) -> str:
+        """A request id of the client's own, not that of a request in flight."""
+        while (frame_id := f"c{next(self._ids)}") in self._in_flight:
+            pass
+        return frame_id
+
+    async def _exchange(
+        self, frame: dict[str, Any], frame_id: FrameId, expected: type[Reply], retry: bool
+    ) -> Reply:
         while True:
             if self._fatal is not None:
                 raise self._fatal
@@ -376,7 +405,10 @@ class Client:
             await self._request(frames.unsubscribe(channel), Unsubscribed, retry=True)
 
     async def publish(self, channel: str, payload: Any, *, id: str | None = None) -> Published:
-        """Publish and wait for the acknowledgement; retried across reconnects with one id."""
+        """Publish and wait for the acknowledgement; retried across reconnects with one id.
+
+        Raises `IdInFlight` while another request with the same `id` awaits its reply.
+        """
         frame = frames.publish(channel, payload, id or uuid.uuid4().hex)
         return await self._request(frame, Published, retry=True)
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from neurelay.client import Client
+from neurelay.client import Client, IdInFlight, Published
 from neurelay.errors import ServerError
 from neurelay.protocol.codecs import (
     JSON_BATCH_SUBPROTOCOL,
@@ -43,6 +43,24 @@ async def test_publish_returns_the_acknowledged_seq_and_subscribers_get_the_mess
             "fixed-id",
         )
         assert client.user == "alice"
+
+
+async def test_a_publish_with_the_id_of_one_awaiting_its_reply_is_refused_and_the_first_stands(
+    gateway, token
+):
+    async with Client(gateway.ws_url, token(), request_timeout=5) as client:
+        subscription = await client.subscribe("agent:same")
+        first, second = await asyncio.gather(
+            client.publish("agent:same", 1, id="same"),
+            client.publish("agent:same", 1, id="same"),
+            return_exceptions=True,
+        )
+        assert isinstance(first, Published)
+        assert isinstance(second, IdInFlight)
+        again = await client.publish("agent:same", 1, id="same")
+        assert (again.seq, again.duplicate) == (first.seq, True)
+        message = await subscription.get(timeout=10)
+        assert (message.id, message.seq) == ("same", first.seq)
 
 
 async def test_msgpack_client_talks_to_json_client(gateway, token):
