@@ -14,7 +14,10 @@ subject prefix, none needing new infrastructure:
   the callback `on_replica_gone` sends `leave` for its connections. A replica
   heard again after that is asked for its members anew (`on_replica_back`).
   A replica that has not read its own previous beat back is behind on what
-  NATS sent it and takes nobody for dead until it has caught up.
+  NATS sent it and takes nobody for dead until it has caught up; so is one
+  whose look comes a whole look late (its event loop was starved, by a
+  storm or a pause), which beats at once and waits for that beat to come
+  back, so the others' beats that arrived meanwhile are read first.
 - Join/leave notices go on the channel's own live subject with the
   `Neurelay-Event` header, so only replicas following the channel get them,
   in order with its messages (see `hub`). Those of one channel queued in one
@@ -96,6 +99,7 @@ class Coordinator:
         self._backstops: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._beats_sent = 0
         self._beats_echoed = 0
+        self._last_look_beat = 0  # the number of the last beat `_beating` sent
         # Join/leave notices of this pass by channel, and the task sending them.
         self._notices: dict[str, tuple[Channel, list[tuple[EventKind, Member]]]] = {}
         self._announcing: asyncio.Task[None] | None = None
@@ -276,25 +280,32 @@ class Coordinator:
             self._lost.discard(replica)
             await self._on_replica_back(replica)
 
-    def _lagging(self) -> bool:
-        """True when this replica has not yet read its own previous beat back from NATS.
+    def _unread_beat(self) -> bool:
+        """True when this replica has not yet read back the last beat its loop of looks sent.
 
         Then beats of the others may be waiting unread too: silence is not death. (Without
         NATS at all nothing comes back, and the others count as silent, as they are.)
         """
-        return self._bus.connected and self._beats_echoed < self._beats_sent - 1
+        return self._bus.connected and self._beats_echoed < self._last_look_beat
 
     async def _beating(self) -> None:
         looked = 0
         while True:
             ttl = self._live.config.presence.ttl_seconds
-            await asyncio.sleep(ttl * LOOK)
-            lagging = self._lagging()
+            interval = ttl * LOOK
+            due = time.monotonic() + interval
+            await asyncio.sleep(interval)
+            # Woken a whole look late, this replica's loop was starved: what NATS sent it
+            # meanwhile (the others' beats among it) is still unread, however long ago its
+            # last beat came back. A beat sent now comes back once all of that is read.
+            late = time.monotonic() - due > interval
+            behind = late or self._unread_beat()
             looked += 1
-            if looked == LOOKS_PER_BEAT:
+            if looked == LOOKS_PER_BEAT or late:
                 looked = 0
                 await self._beat()
-            if lagging:
+                self._last_look_beat = self._beats_sent
+            if behind:
                 self._log.info("reading NATS behind; nobody is taken for dead this round")
                 continue
             silence = ttl * DEAD
