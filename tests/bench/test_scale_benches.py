@@ -53,6 +53,7 @@ def test_publishing_bench_runs_every_path_at_a_tiny_size(tmp_path: Path) -> None
 @pytest.mark.timeout(180)
 def test_presence_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     options = ["--members", "9", "--queries", "3", "--storm", "6", "--storm-seconds", "1"]
+    options += ["--storm-channels", "1,100-subscribe,100-subscribe-quiet"]
     options += ["--size", "tiny", "--results", str(tmp_path)]
     completed = subprocess.run(
         [sys.executable, "-m", "bench.presence", *options],
@@ -66,6 +67,6 @@ def test_presence_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "latest-presence-tiny.json").read_text())
     assert (result["presence"]["listed"], result["presence"]["stats"]["users"]) == (9, 9)
     one_channel, spread, quiet = result["storms"]
-    assert one_channel["join_frames_delivered"] == 6 * 5 // 2
-    assert spread["storm_channels"] == 100
+    assert (one_channel["kind"], one_channel["join_frames_delivered"]) == ("connect", 6 * 5 // 2)
+    assert (spread["kind"], spread["storm_channels"]) == ("subscribe", 100)
     assert (quiet["join_leave"], quiet["join_frames_delivered"]) == (False, 0)
