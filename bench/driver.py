@@ -96,6 +96,8 @@ def describe(event: dict[str, Any]) -> str:
             f"storm: {event['connected']}/{event['clients']} in {event['seconds_to_last']:.2f} s "
             f"({event['connections_per_s']:.0f}/s), p99 {event['latency_ms']['p99']:.0f} ms"
         )
+    if kind == "drain":
+        return f"waited {event['seconds']:.1f} s for the ramp's backlog to arrive"
     if kind == "idle":
         rss = ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in event["rss_bytes"].items())
         return f"idle: {event['connections']} connections, rss [{rss}]"

@@ -815,7 +815,8 @@ its spread is the finding.
   per 4-second step until the p99 exceeds 500 ms, fewer than 90 % of the
   published deliveries arrive within the step, or more than 1 % are lost;
   "max" is the best delivery rate of any step. A last step runs at half of
-  that maximum, where the p99 goal is checked.
+  that maximum, where the p99 goal is checked, once the backlog the ramp's
+  last step left has arrived (no delivery for a second; at most a minute).
 - **Server memory per connection**: growth of the main server process's RSS
   divided by the connections added (fan-out: subscribed connections; idle:
   the slope over batches of 1,500 authenticated connections).

@@ -325,6 +325,9 @@ func traffic(cfg *Config) {
 		}
 		rate0 := (maxDeliveries/2 - other) / math.Max(perMsg[0], 1e-9)
 		if rate0 > 0 {
+			// The ramp ends past what the system sustains, leaving a backlog: run at half
+			// load behind it and the step measures the backlog, not half load.
+			emit("drain", map[string]any{"seconds": round3(drain(ctr, time.Second, time.Minute))})
 			streams := append([]Stream(nil), cfg.Streams...)
 			streams[0].Rate = rate0
 			r := runStep(cfg, step, streams, subsOf, pubs, rec, ctr)
@@ -611,4 +614,19 @@ func idle(cfg *Config) {
 		c.Close()
 	}
 	emit("done", map[string]any{"connections": len(all)})
+}
+
+// drain waits until no delivery has arrived for `quiet` (at most `limit`); the seconds waited.
+func drain(ctr *Counters, quiet, limit time.Duration) float64 {
+	started := time.Now()
+	last := ctr.received.Load()
+	for time.Since(started) < limit {
+		time.Sleep(quiet)
+		now := ctr.received.Load()
+		if now == last {
+			break
+		}
+		last = now
+	}
+	return time.Since(started).Seconds()
 }
