@@ -757,8 +757,10 @@ def profile_section(result: dict[str, Any]) -> str:
 HEADER = """# Performance
 
 This page is written by `python -m bench all` (every section from that one
-run, except the two marked as recorded) and can be rewritten from its
-results with `python -m bench docs`; edit its text in `bench/report.py`. The numbers
+run, except the two marked as recorded; a section whose run started after
+the others' was run again on its own, with `python -m bench <scenario>`,
+right after) and can be rewritten from its latest results with `python -m
+bench docs`; edit its text in `bench/report.py`. The numbers
 come from one two-core machine (below) that other work shared while they were
 taken, so they are noisy: compare systems within a table (same run), and
 treat differences under ~20 % as noise. Where a section says "best of N
