@@ -29,6 +29,7 @@ from neurelay.gateway.listening import GuardedSite
 from neurelay.gateway.runtime import Gateway
 from neurelay.protocol.codecs import CODECS, JSON_SUBPROTOCOL
 from tests.support.processes import GatewayProcess
+from tests.support.tcpproxy import TcpProxy
 
 SECRET = "test-secret-" + "x" * 32
 _prefixes = itertools.count(1)
@@ -52,6 +53,15 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
 def shared_nats() -> Iterator[EmbeddedNats]:
     with EmbeddedNats() as server:
         yield server
+
+
+@pytest.fixture
+async def proxy(shared_nats: EmbeddedNats) -> AsyncIterator[TcpProxy]:
+    """A cuttable link to the shared NATS (stopped after the gateways that use it)."""
+    proxy = TcpProxy("127.0.0.1", shared_nats.port)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
 
 
 @pytest.fixture

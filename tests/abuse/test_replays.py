@@ -46,14 +46,6 @@ async def _fill(nats_url: str, prefix: str, channel_id: str, count: int, size: i
         await nc.close()
 
 
-@pytest.fixture
-async def proxy(shared_nats: Any) -> Any:
-    proxy = TcpProxy("127.0.0.1", shared_nats.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
-
-
 async def test_last_n_reads_n_messages_however_long_the_history(
     make_config: Any, gateway_factory: Any, connect: Any, token: Any, shared_nats: Any, prefix: str
 ) -> None:

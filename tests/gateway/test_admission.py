@@ -25,7 +25,6 @@ import pytest
 from neurelay.gateway.admission import user_key
 from neurelay.gateway.bus import admission_bucket
 from tests.support.processes import GatewayProcess
-from tests.support.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -205,15 +204,6 @@ async def test_idle_connections_cost_no_writes_to_the_connection_table(
     # 3.5 s hold at most 3 or 4 of them, never one per user (205 here).
     assert idle_with_few <= 4
     assert idle_with_many <= 4
-
-
-@pytest.fixture
-async def proxy(shared_nats):
-    """A cuttable link to the shared NATS (stopped after the gateways that use it)."""
-    proxy = TcpProxy("127.0.0.1", shared_nats.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 async def test_after_an_outage_longer_than_the_lease_a_replica_counts_its_connections_again(

@@ -9,7 +9,6 @@ import nats
 import pytest
 
 from neurelay.protocol.channels import Channel, stored_subject
-from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,14 +47,6 @@ async def test_nats_stopped_and_restarted_while_clients_stay_connected(
     assert after["type"] == "published"
     message = await subscriber.recv()
     assert (message["payload"], message["seq"]) == ("c", after["seq"])
-
-
-@pytest.fixture
-async def proxy(shared_nats):
-    proxy = TcpProxy("127.0.0.1", shared_nats.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 async def test_messages_stored_while_the_gateway_was_cut_off_are_delivered_in_order_once(

@@ -21,7 +21,6 @@ import pytest
 from neurelay.gateway.replying import MAX_HELD
 from neurelay.protocol.channels import Channel, parse_channel, stored_subject
 from neurelay.protocol.codecs import MSGPACK_SUBPROTOCOL
-from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -151,14 +150,6 @@ async def test_replies_keep_the_order_of_the_frames_around_pipelined_publishes(
     ]
     assert replies[-1]["duplicate"] is True
     assert replies[-1]["seq"] == replies[-2]["seq"]
-
-
-@pytest.fixture
-async def proxy(shared_nats):
-    proxy = TcpProxy("127.0.0.1", shared_nats.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
 
 
 async def test_no_publish_is_acknowledged_before_jetstream_acknowledges_it(
