@@ -8,23 +8,16 @@ and at the upgrade; a bystander on the same gateway loses nothing.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 
 from tests.abuse.bystander import Bystander
+from tests.abuse.doors import answers_at_both_doors
 from tests.conftest import SECRET
 
 ODD_CLAIMS = [{"exp": True}, {"exp": False}, {"exp": -5}, {"exp": -0.5}, {"nbf": True}]
-_UPGRADE = {
-    "Connection": "Upgrade",
-    "Upgrade": "websocket",
-    "Sec-WebSocket-Version": "13",
-    "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
-}
 
 
 def _signed(claims: dict[str, Any]) -> str:
@@ -39,15 +32,9 @@ async def test_a_time_claim_that_is_a_boolean_or_negative_is_auth_failed_everywh
     bystander = await Bystander(connect, running.ws_url, token(user="bystander")).start()
     odd = _signed(claims)
 
-    client = await connect(running.ws_url)
-    in_frame = await client.request({"type": "authenticate", "token": odd})
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(running.ws_url + "?token=" + odd, headers=_UPGRADE) as response,
-    ):
-        at_upgrade = (response.status, (await response.json())["code"])
+    in_frame, at_upgrade = await answers_at_both_doors(connect, running.ws_url, odd)
 
-    assert (in_frame["type"], in_frame["code"]) == ("error", "auth_failed")
+    assert in_frame == ("error", "auth_failed")
     assert at_upgrade == (401, "auth_failed")
     await bystander.finish()
     assert not bystander.refused

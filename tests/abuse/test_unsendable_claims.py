@@ -17,10 +17,10 @@ import json
 import time
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.abuse.bystander import Bystander
+from tests.abuse.doors import answers_at_both_doors
 from tests.conftest import SECRET
 
 # Claims written as JSON text, since Python's encoder cannot write every one of them.
@@ -32,12 +32,6 @@ ODD_CLAIMS = {
     "nan-info": '"sub": "odd", "info": {"x": NaN}',
     "infinite-info": '"sub": "odd", "info": {"nested": [{"y": -Infinity}]}',
     "overflowing-info": '"sub": "odd", "info": {"x": 1e400}',
-}
-_UPGRADE = {
-    "Connection": "Upgrade",
-    "Upgrade": "websocket",
-    "Sec-WebSocket-Version": "13",
-    "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
 }
 
 
@@ -64,15 +58,9 @@ async def test_a_claim_clients_cannot_all_be_sent_is_auth_failed_everywhere(
     bystander = await Bystander(connect, running.ws_url, token(user="bystander")).start()
     odd = _signed(claims)
 
-    client = await connect(running.ws_url)
-    in_frame = await client.request({"type": "authenticate", "token": odd})
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(running.ws_url + "?token=" + odd, headers=_UPGRADE) as response,
-    ):
-        at_upgrade = (response.status, (await response.json())["code"])
+    in_frame, at_upgrade = await answers_at_both_doors(connect, running.ws_url, odd)
 
-    assert (in_frame["type"], in_frame["code"]) == ("error", "auth_failed")
+    assert in_frame == ("error", "auth_failed")
     assert at_upgrade == (401, "auth_failed")
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     await bystander.finish()
